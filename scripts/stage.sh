@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run one stage of the build with a visible start line, its duration and its verdict.
+# Usage: scripts/stage.sh NAME COMMAND [ARGS...]
+set -uo pipefail
+name=$1; shift
+start=$(date +%s)
+printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$name"
+"$@"
+rc=$?
+secs=$(( $(date +%s) - start ))
+if [ "$rc" -eq 0 ]; then
+  printf '<== %s: ok in %ss\n' "$name" "$secs"
+else
+  printf '<== %s: FAILED (exit %s) after %ss\n' "$name" "$rc" "$secs" >&2
+fi
+mkdir -p .cache
+printf '%s\t%s\t%s\n' "$name" "$rc" "$secs" >> .cache/stages.tsv
+exit "$rc"

@@ -1,0 +1,57 @@
+"""Collection-level promises that users and ansible-doc rely on."""
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _yaml(path):
+    return yaml.safe_load((ROOT / path).read_text(encoding="utf-8"))
+
+
+def _roles():
+    return sorted(p for p in (ROOT / "roles").iterdir() if p.is_dir())
+
+
+def test_galaxy_identity():
+    galaxy = _yaml("galaxy.yml")
+    assert (galaxy["namespace"], galaxy["name"]) == ("victor", "ops")
+    assert galaxy["license"] == ["GPL-3.0-or-later"]
+
+
+def test_released_changelog_matches_galaxy_version():
+    releases = _yaml("changelogs/changelog.yaml")["releases"]
+    assert _yaml("galaxy.yml")["version"] in releases
+
+
+def test_requires_ansible_has_no_upper_bound():
+    requires = _yaml("meta/runtime.yml")["requires_ansible"]
+    assert requires.startswith(">=") and "<" not in requires
+
+
+def test_action_group_members_exist():
+    groups = _yaml("meta/runtime.yml").get("action_groups", {})
+    for members in groups.values():
+        for module in members:
+            assert (ROOT / "plugins" / "modules" / (module + ".py")).is_file(), module
+
+
+def test_every_role_has_argument_specs_and_readme():
+    roles = _roles()
+    assert roles
+    for role in roles:
+        specs = _yaml(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+        assert (role / "README.md").is_file(), role.name
+        for name in specs:
+            assert name.startswith(role.name + "_"), (role.name, name)
+
+
+def test_role_defaults_are_declared_in_argument_specs():
+    for role in _roles():
+        defaults_file = role / "defaults" / "main.yml"
+        if not defaults_file.is_file():
+            continue
+        defaults = yaml.safe_load(defaults_file.read_text(encoding="utf-8")) or {}
+        specs = _yaml(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+        assert sorted(set(defaults) - set(specs)) == [], role.name
