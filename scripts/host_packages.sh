@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Debian packages the tests use on the host (the controller), installed once.
+# Debian packages the tests use on the host (the controller), listed in
+# tests/host-packages.txt, installed once.
 set -euo pipefail
-packages=(debootstrap shellcheck)
+mapfile -t packages < <(grep -v -e '^#' -e '^[[:space:]]*$' tests/host-packages.txt | sort -u)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

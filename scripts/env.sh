@@ -1,0 +1,7 @@
+# Source this to get the same environment as `make` targets: . scripts/env.sh
+_victor_ops_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PATH="$_victor_ops_root/.venv/bin:$PATH"
+export ANSIBLE_COLLECTIONS_PATH="$_victor_ops_root/.cache/collections"
+export MOLECULE_GLOB='molecule/*/molecule.yml'
+export VICTOR_OPS_WHEELHOUSE="$_victor_ops_root/.cache/wheelhouse"
+export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0
