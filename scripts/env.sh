@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Source this to get the same environment as `make` targets: . scripts/env.sh
 _victor_ops_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="$_victor_ops_root/.venv/bin:$PATH"
