@@ -1,0 +1,158 @@
+"""The staging and production example inventories parse, decrypt and match the roles.
+
+`ansible-inventory --list` parses each inventory with its example (demo) vault password
+file; the ad-hoc `debug` module (no connection to the hosts) renders the templated
+variables through the vault. Variables named after a role must be options of that role's
+argument spec, so a renamed or misspelled variable fails here instead of being ignored.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+INVENTORIES = ("staging", "production")
+GROUPS = ("victor_api", "victor_lb", "victor_db")
+# Variables read by playbooks rather than by a role's argument spec.
+PLAYBOOK_VARS = {"victor_deploy_serial"}
+
+
+def _tool(name):
+    found = shutil.which(name) or (str(BIN / name) if (BIN / name).exists() else None)
+    assert found, name
+    return found
+
+
+def _env():
+    env = dict(os.environ)
+    env.update({"ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_DEPRECATION_WARNINGS": "0", "ANSIBLE_NOCOLOR": "1"})
+    return env
+
+
+def _inventory(name, vault=True):
+    cmd = [_tool("ansible-inventory"), "-i", str(ROOT / "inventories" / name), "--list"]
+    if vault:
+        cmd += ["--vault-password-file", str(ROOT / "inventories" / name / "vault-password.example")]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
+
+
+def _plain_group_vars(name):
+    result = {}
+    for path in sorted((ROOT / "inventories" / name / "group_vars").glob("*/*.yml")):
+        if path.name == "vault.yml":
+            continue
+        result[path] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return result
+
+
+def _role_options():
+    options = {}
+    for spec in (ROOT / "roles").glob("*/meta/argument_specs.yml"):
+        data = yaml.safe_load(spec.read_text(encoding="utf-8"))["argument_specs"]
+        role = spec.parent.parent.name
+        options[role] = {}
+        for entry in data.values():
+            options[role].update(entry.get("options") or {})
+    return options
+
+
+@pytest.fixture(scope="module", params=INVENTORIES)
+def listed(request):
+    result = _inventory(request.param)
+    assert result.returncode == 0, result.stderr
+    return request.param, json.loads(result.stdout)
+
+
+def test_groups_exist_and_have_hosts(listed):
+    _name, data = listed
+    for group in GROUPS:
+        assert data[group]["hosts"], group
+    assert sorted(data["victor"]["children"]) == sorted(GROUPS)
+
+
+def test_vault_secrets_decrypt_with_the_example_password(listed):
+    name, data = listed
+    for host in data["victor_api"]["hosts"]:
+        hostvars = data["_meta"]["hostvars"][host]
+        assert hostvars["vault_victor_db_password"] == "EXAMPLE-%s-postgres-password" % name
+        assert hostvars["victor_environment"] == name
+
+
+@pytest.mark.parametrize("name", INVENTORIES)
+def test_secrets_are_encrypted_on_disk_and_needed(name):
+    vault = ROOT / "inventories" / name / "group_vars" / "all" / "vault.yml"
+    assert vault.read_text(encoding="utf-8").startswith("$ANSIBLE_VAULT;1.1;AES256\n")
+    result = _inventory(name, vault=False)
+    assert result.returncode != 0
+    assert "vault" in result.stderr.lower()
+
+
+@pytest.mark.parametrize("name", INVENTORIES)
+def test_no_secret_in_plain_text_and_every_vault_reference_is_defined(name):
+    listed = json.loads(_inventory(name).stdout)
+    host = listed["victor_api"]["hosts"][0]
+    defined = {k for k in listed["_meta"]["hostvars"][host] if k.startswith("vault_")}
+    for path, data in _plain_group_vars(name).items():
+        assert not [k for k in data if k.startswith("vault_")], path
+        text = path.read_text(encoding="utf-8")
+        for ref in re.findall(r"\b(vault_[a-z0-9_]+)", text):
+            assert ref in defined, (path, ref)
+
+
+@pytest.mark.parametrize("name", INVENTORIES)
+def test_role_variables_are_options_of_the_role(name):
+    options = _role_options()
+    assert options, "no role argument specs found"
+    checked = 0
+    for path, data in _plain_group_vars(name).items():
+        for key in data:
+            role = next((r for r in options if key.startswith(r + "_")), None)
+            if role is None or key in PLAYBOOK_VARS:
+                continue
+            checked += 1
+            assert key in options[role], "%s: %s is not an option of role %s" % (path, key, role)
+            spec = options[role][key]
+            if "choices" in spec and isinstance(data[key], str) and "{{" not in data[key]:
+                assert data[key] in spec["choices"], (path, key)
+    assert checked > 0
+
+
+@pytest.mark.parametrize("name", INVENTORIES)
+def test_required_role_options_are_set_for_the_group_that_runs_the_role(name):
+    """A role's required options must be set in the inventory, or a job fails on validation."""
+    group_of_role = {"victor_deploy": "victor_api"}
+    for role, options in _role_options().items():
+        group = group_of_role.get(role)
+        if group is None:
+            continue
+        data = yaml.safe_load((ROOT / "inventories" / name / "group_vars" / group / "main.yml").read_text(encoding="utf-8"))
+        for option, spec in options.items():
+            if spec.get("required"):
+                assert data.get(option) not in (None, ""), (name, role, option)
+
+
+@pytest.mark.parametrize("name", INVENTORIES)
+def test_templated_variables_render_through_the_vault(name):
+    env = _env()
+    env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
+    result = subprocess.run([_tool("ansible"), "-i", str(ROOT / "inventories" / name), "victor_api",
+                             "--vault-password-file", str(ROOT / "inventories" / name / "vault-password.example"),
+                             "-m", "ansible.builtin.debug", "-a", "var=victor_deploy_environment"],
+                            capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    hosts = json.loads(result.stdout)["plays"][0]["tasks"][0]["hosts"]
+    listed = json.loads(_inventory(name).stdout)
+    db_host = listed["victor_db"]["hosts"][0]
+    assert sorted(hosts) == sorted(listed["victor_api"]["hosts"])
+    for res in hosts.values():
+        rendered = res["victor_deploy_environment"]
+        assert rendered["ANTHROPIC_API_KEY"] == "sk-ant-EXAMPLE-%s-not-a-real-key" % name
+        assert rendered["VICTOR_CHECKPOINT_DB_URL"] == (
+            "postgresql://victor:EXAMPLE-%s-postgres-password@%s:5432/victor" % (name, db_host))
