@@ -1,8 +1,10 @@
 """The staging and production example inventories parse, decrypt and match the roles.
 
-`ansible-inventory --list` parses each inventory with its example (demo) vault password
-file; the ad-hoc `debug` module (no connection to the hosts) renders the templated
-variables through the vault. Variables named after a role must be options of that role's
+`ansible-inventory --list --export` parses each inventory without the vault password, the
+way an AWX inventory sync imports it (secrets are inline vault strings and stay
+encrypted); the ad-hoc `debug` module (no connection to the hosts) renders the templated
+variables with the example (demo) vault password file, the way a job with a Vault
+credential does. Variables named after a role must be options of that role's
 argument spec, so a renamed or misspelled variable fails here instead of being ignored.
 """
 import json
@@ -37,7 +39,7 @@ def _env():
 
 
 def _inventory(name, vault=True):
-    cmd = [_tool("ansible-inventory"), "-i", str(ROOT / "inventories" / name), "--list"]
+    cmd = [_tool("ansible-inventory"), "-i", str(ROOT / "inventories" / name), "--list", "--export"]
     if vault:
         cmd += ["--vault-password-file", str(ROOT / "inventories" / name / "vault-password.example")]
     return subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
@@ -77,28 +79,49 @@ def test_groups_exist_and_have_hosts(listed):
     assert sorted(data["victor"]["children"]) == sorted(GROUPS)
 
 
-def test_vault_secrets_decrypt_with_the_example_password(listed):
-    name, data = listed
-    for host in data["victor_api"]["hosts"]:
-        hostvars = data["_meta"]["hostvars"][host]
-        assert hostvars["vault_victor_db_password"] == "EXAMPLE-%s-postgres-password" % name
-        assert hostvars["victor_environment"] == name
+def _vault_vars(data):
+    return data["all"]["vars"]
+
+
+def test_secrets_stay_encrypted_in_the_import(listed):
+    """What AWX stores after an inventory sync: every vault_ value still encrypted."""
+    _name, data = listed
+    secrets = {k: v for k, v in _vault_vars(data).items() if k.startswith("vault_")}
+    assert "vault_victor_db_password" in secrets
+    for key, value in secrets.items():
+        assert isinstance(value, dict) and value["__ansible_vault"].startswith("$ANSIBLE_VAULT;1.1;AES256\n"), key
 
 
 @pytest.mark.parametrize("name", INVENTORIES)
-def test_secrets_are_encrypted_on_disk_and_needed(name):
-    vault = ROOT / "inventories" / name / "group_vars" / "all" / "vault.yml"
-    assert vault.read_text(encoding="utf-8").startswith("$ANSIBLE_VAULT;1.1;AES256\n")
+def test_import_needs_no_vault_password(name):
     result = _inventory(name, vault=False)
-    assert result.returncode != 0
-    assert "vault" in result.stderr.lower()
+    assert result.returncode == 0, result.stderr
+    assert "EXAMPLE" not in result.stdout
+
+
+def _debug(name, var, vault=True):
+    env = _env()
+    env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
+    cmd = [_tool("ansible"), "-i", str(ROOT / "inventories" / name), "victor_api", "-m", "ansible.builtin.debug", "-a", "var=" + var]
+    if vault:
+        cmd += ["--vault-password-file", str(ROOT / "inventories" / name / "vault-password.example")]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+
+
+@pytest.mark.parametrize("name", INVENTORIES)
+def test_secrets_decrypt_only_with_the_example_password(name):
+    with_password = _debug(name, "vault_victor_db_password")
+    assert with_password.returncode == 0, with_password.stdout + with_password.stderr
+    hosts = json.loads(with_password.stdout)["plays"][0]["tasks"][0]["hosts"]
+    assert {r["vault_victor_db_password"] for r in hosts.values()} == {"EXAMPLE-%s-postgres-password" % name}
+    without = _debug(name, "vault_victor_db_password", vault=False)
+    assert "EXAMPLE-%s-postgres-password" % name not in without.stdout
+    assert "vault" in (without.stdout + without.stderr).lower()
 
 
 @pytest.mark.parametrize("name", INVENTORIES)
 def test_no_secret_in_plain_text_and_every_vault_reference_is_defined(name):
-    listed = json.loads(_inventory(name).stdout)
-    host = listed["victor_api"]["hosts"][0]
-    defined = {k for k in listed["_meta"]["hostvars"][host] if k.startswith("vault_")}
+    defined = {k for k in _vault_vars(json.loads(_inventory(name).stdout)) if k.startswith("vault_")}
     for path, data in _plain_group_vars(name).items():
         assert not [k for k in data if k.startswith("vault_")], path
         text = path.read_text(encoding="utf-8")
@@ -140,12 +163,7 @@ def test_required_role_options_are_set_for_the_group_that_runs_the_role(name):
 
 @pytest.mark.parametrize("name", INVENTORIES)
 def test_templated_variables_render_through_the_vault(name):
-    env = _env()
-    env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
-    result = subprocess.run([_tool("ansible"), "-i", str(ROOT / "inventories" / name), "victor_api",
-                             "--vault-password-file", str(ROOT / "inventories" / name / "vault-password.example"),
-                             "-m", "ansible.builtin.debug", "-a", "var=victor_deploy_environment"],
-                            capture_output=True, text=True, env=env, check=False)
+    result = _debug(name, "victor_deploy_environment")
     assert result.returncode == 0, result.stdout + result.stderr
     hosts = json.loads(result.stdout)["plays"][0]["tasks"][0]["hosts"]
     listed = json.loads(_inventory(name).stdout)
