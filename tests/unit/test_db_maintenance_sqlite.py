@@ -1,0 +1,242 @@
+"""victor_db_maintenance on real SQLite files: fragmentation reclaimed, busy results, bad input."""
+import json
+import os
+import sqlite3
+import stat
+import time
+
+import pytest
+
+from ansible_collections.victor.ops.plugins.module_utils import db_maintenance_sqlite as lite
+from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import DatabaseBusy, MaintenanceError
+
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.victor.ops.plugins.modules import victor_db_maintenance
+
+
+def make_fragmented_db(path, rows=600, keep_every=5, wal=True):
+    """Insert rows of ~2 KiB, then delete most of them: the file keeps the pages as free pages."""
+    conn = sqlite3.connect(str(path))
+    if wal:
+        conn.execute('PRAGMA journal_mode=WAL')
+    conn.execute('CREATE TABLE sessions (id INTEGER PRIMARY KEY, body BLOB)')
+    conn.execute('CREATE TABLE "odd ""name" (id INTEGER PRIMARY KEY)')
+    conn.executemany('INSERT INTO sessions (body) VALUES (?)', [(b'x' * 2000,) for _ in range(rows)])
+    conn.execute('CREATE INDEX sessions_body ON sessions (id, body)')
+    conn.execute('INSERT INTO "odd ""name" VALUES (1)')
+    conn.commit()
+    conn.execute('DELETE FROM sessions WHERE id %% %d != 0' % keep_every)
+    conn.commit()
+    conn.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+    conn.close()
+    return path
+
+
+def run_module(args, capsys, check_mode=False):
+    """Run victor_db_maintenance in-process; returns (failed, result dict)."""
+    if check_mode:
+        args = dict(args, _ansible_check_mode=True)
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as exc:
+            victor_db_maintenance.main()
+    out = capsys.readouterr().out
+    result = json.loads(out)
+    return exc.value.code != 0 or bool(result.get('failed')), result
+
+
+@pytest.fixture(name='fragmented')
+def fragmented_fixture(tmp_path):
+    return str(make_fragmented_db(tmp_path / 'victor.db'))
+
+
+def test_stats_report_fragmentation_and_rows(fragmented):
+    conn = lite.connect(fragmented)
+    try:
+        result = lite.stats(conn, fragmented)
+    finally:
+        conn.close()
+    assert result['tables'] == {'sessions': 120, 'odd "name': 1}
+    assert result['freelist_count'] > 0.5 * result['page_count']
+    assert result['fragmentation_pct'] == round(100.0 * result['freelist_count'] / result['page_count'], 2)
+    assert result['file_size'] == result['page_count'] * result['page_size'] == os.path.getsize(fragmented)
+    assert result['journal_mode'] == 'wal'
+
+
+@pytest.mark.parametrize('mode', ['in_place', 'into'])
+def test_vacuum_shrinks_the_file_and_keeps_rows(fragmented, mode, capsys):
+    os.chmod(fragmented, 0o640)
+    size_before = os.path.getsize(fragmented)
+    failed, result = run_module({'engine': 'sqlite', 'path': fragmented, 'operations': ['stats', 'vacuum'],
+                                 'vacuum_mode': mode}, capsys)
+    assert not failed, result
+    assert result['changed'] is True
+    vac = result['report']['vacuum']
+    assert vac['size_before'] == size_before
+    assert vac['size_after'] == os.path.getsize(fragmented) < size_before / 2
+    assert vac['reclaimed_bytes'] == size_before - vac['size_after']
+    assert result['report']['stats_after']['freelist_count'] == 0
+    assert result['report']['stats_after']['tables'] == result['report']['stats']['tables'] == {'sessions': 120, 'odd "name': 1}
+    assert stat.S_IMODE(os.stat(fragmented).st_mode) == 0o640
+    conn = sqlite3.connect(fragmented)
+    assert conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
+    assert conn.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+    conn.close()
+    assert not [f for f in os.listdir(os.path.dirname(fragmented)) if '.vacuum-' in f]
+
+
+def test_second_vacuum_changes_nothing(fragmented, capsys):
+    args = {'engine': 'sqlite', 'path': fragmented, 'operations': ['wal_checkpoint', 'analyze', 'optimize', 'vacuum']}
+    assert run_module(args, capsys)[1]['changed'] is True
+    failed, second = run_module(args, capsys)
+    assert not failed and second['changed'] is False, second
+    assert 'below the threshold' in second['report']['vacuum']['skipped']
+
+
+def test_threshold_skips_vacuum(fragmented, capsys):
+    failed, result = run_module({'engine': 'sqlite', 'path': fragmented, 'operations': ['vacuum'],
+                                 'vacuum_min_fragmentation': 99.0}, capsys)
+    assert not failed and result['changed'] is False
+    assert os.path.getsize(fragmented) == result['report']['vacuum']['size_before']
+
+
+def test_check_mode_writes_nothing(fragmented, capsys):
+    with open(fragmented, 'rb') as handle:
+        before = handle.read()
+    failed, result = run_module({'engine': 'sqlite', 'path': fragmented,
+                                 'operations': ['wal_checkpoint', 'analyze', 'vacuum']}, capsys, check_mode=True)
+    assert not failed
+    assert result['changed'] is True
+    assert result['report']['vacuum']['would_run'] is True
+    assert result['report']['vacuum']['estimated_reclaim_bytes'] > 0
+    with open(fragmented, 'rb') as handle:
+        assert handle.read() == before
+
+
+def test_integrity_and_quick_check_ok(fragmented, capsys):
+    failed, result = run_module({'engine': 'sqlite', 'path': fragmented, 'operations': ['integrity_check', 'quick_check']}, capsys)
+    assert not failed and result['changed'] is False
+    assert result['report']['integrity_check']['ok'] is True
+    assert result['report']['quick_check']['messages'] == ['ok']
+
+
+def test_wal_checkpoint_truncates_the_wal(tmp_path, capsys):
+    path = str(tmp_path / 'w.db')
+    writer = sqlite3.connect(path)
+    writer.execute('PRAGMA journal_mode=WAL')
+    writer.execute('PRAGMA wal_autocheckpoint=0')
+    writer.execute('CREATE TABLE t (v TEXT)')
+    writer.executemany('INSERT INTO t VALUES (?)', [('y' * 500,) for _ in range(200)])
+    writer.commit()
+    wal_before = os.path.getsize(path + '-wal')
+    assert wal_before > 0
+    failed, result = run_module({'engine': 'sqlite', 'path': path, 'operations': ['wal_checkpoint']}, capsys)
+    writer.close()
+    assert not failed and result['changed'] is True
+    assert result['report']['wal_checkpoint']['wal_size_before'] == wal_before
+    assert result['report']['wal_checkpoint']['wal_size_after'] == 0
+
+
+def _hold_lock(path, statement):
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute(statement)
+    return holder
+
+
+def test_locked_database_gives_busy_result_not_a_hang(fragmented, capsys):
+    holder = _hold_lock(fragmented, 'BEGIN IMMEDIATE')
+    try:
+        started = time.monotonic()
+        failed, result = run_module({'engine': 'sqlite', 'path': fragmented, 'operations': ['vacuum'], 'busy_timeout': 0.5}, capsys)
+        elapsed = time.monotonic() - started
+    finally:
+        holder.execute('ROLLBACK')
+        holder.close()
+    assert failed
+    assert result['busy'] is True
+    assert result['msg'].startswith('database is busy: %s' % fragmented)
+    assert elapsed < 5
+
+
+def test_busy_with_on_busy_skip_does_not_fail(tmp_path, capsys):
+    path = str(make_fragmented_db(tmp_path / 'rollback.db', wal=False))
+    holder = _hold_lock(path, 'BEGIN EXCLUSIVE')
+    try:
+        failed, result = run_module({'engine': 'sqlite', 'path': path, 'operations': ['stats'], 'busy_timeout': 0.3,
+                                     'on_busy': 'skip'}, capsys)
+    finally:
+        holder.execute('ROLLBACK')
+        holder.close()
+    assert not failed
+    assert result['busy'] is True and result['changed'] is False
+    assert 'database is busy' in result['msg']
+
+
+def test_vacuum_into_refuses_to_swap_under_an_open_connection(fragmented):
+    reader = sqlite3.connect(fragmented)
+    reader.execute('SELECT count(*) FROM sessions').fetchone()
+    size = os.path.getsize(fragmented)
+    try:
+        with pytest.raises(DatabaseBusy, match='database is busy'):
+            lite.run_operations(fragmented, ['vacuum'], busy_timeout=0.5, vacuum_mode='into')
+    finally:
+        reader.close()
+    assert os.path.getsize(fragmented) == size
+    assert not [f for f in os.listdir(os.path.dirname(fragmented)) if '.vacuum-' in f]
+
+
+def test_corrupt_database_fails_integrity_check(tmp_path, capsys):
+    path = str(tmp_path / 'c.db')
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)')
+    conn.execute('CREATE INDEX tv ON t (v)')
+    conn.executemany('INSERT INTO t (v) VALUES (?)', [('v%05d' % i,) for i in range(2000)])
+    conn.commit()
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'tv'").fetchone()[0]
+    page_size = conn.execute('PRAGMA page_size').fetchone()[0]
+    conn.close()
+    with open(path, 'r+b') as handle:  # break the index root page's cell pointers
+        handle.seek((root - 1) * page_size + 12)
+        handle.write(b'\x00\x20' * 16)
+    failed, result = run_module({'engine': 'sqlite', 'path': path, 'operations': ['quick_check', 'integrity_check']}, capsys)
+    assert failed
+    assert 'quick_check of %s found problems' % path in result['msg']
+    assert result['report']['quick_check']['ok'] is False
+    assert 'out of range' in result['report']['quick_check']['messages'][0]
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'engine': 'sqlite', 'operations': ['stats']}, 'path is required for engine sqlite'),
+    ({'engine': 'sqlite', 'path': '/nonexistent/victor.db', 'operations': ['stats']}, 'SQLite database /nonexistent/victor.db does not exist'),
+    ({'engine': 'sqlite', 'path': '/tmp', 'operations': ['stats']}, 'is not a regular file'),
+    ({'engine': 'sqlite', 'path': '__FRAG__', 'operations': ['clear_locks']}, "operation 'clear_locks' is not supported for engine sqlite"),
+    ({'engine': 'redis', 'operations': ['vacuum']}, "operation 'vacuum' is not supported for engine redis"),
+    ({'engine': 'sqlite', 'path': '__FRAG__', 'operations': ['defrag']}, 'value of operations must be one or more of'),
+    ({'engine': 'mysql', 'operations': ['stats']}, 'value of engine must be one of'),
+    ({'engine': 'sqlite', 'path': '__FRAG__', 'operations': []}, 'operations must name at least one operation'),
+    ({'engine': 'sqlite', 'path': '__FRAG__', 'operations': ['stats'], 'busy_timeout': 0}, 'busy_timeout must be greater than 0'),
+])
+def test_bad_input_fails_clearly(args, message, fragmented, capsys):
+    if args.get('path') == '__FRAG__':
+        args = dict(args, path=fragmented)
+    failed, result = run_module(args, capsys)
+    assert failed
+    assert message in result['msg']
+    assert 'Traceback' not in result['msg'] and 'exception' not in result
+
+
+def test_not_a_database_file(tmp_path, capsys):
+    path = tmp_path / 'notes.txt'
+    path.write_text('this is not sqlite, but it is long enough to have a header\n')
+    failed, result = run_module({'engine': 'sqlite', 'path': str(path), 'operations': ['stats']}, capsys)
+    assert failed and 'is not an SQLite database' in result['msg']
+
+
+def test_quote_identifier():
+    assert lite.quote_identifier('a"b') == '"a""b"'
+
+
+def test_missing_file_is_never_created(tmp_path):
+    with pytest.raises(MaintenanceError):
+        lite.connect(str(tmp_path / 'absent.db'))
+    assert not (tmp_path / 'absent.db').exists()
