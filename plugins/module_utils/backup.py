@@ -1,0 +1,1207 @@
+# -*- coding: utf-8 -*-
+# Copyright: victor.ops contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Consistent, verifiable backups of Victor's state directory.
+
+Everything here runs on the managed node with the standard library only (plus the
+``zstd`` and ``age`` executables through pipes, and boto3 lazily in backup_s3).
+
+Layout of a repository (local directory or S3 prefix)::
+
+    <id>.tar.zst[.age]   one archive per backup (tar stream -> zstd -> age)
+    <id>.manifest.json   written last; a backup exists only when its manifest does
+
+A backup is made under a temporary name, fsynced and renamed; the manifest is written
+the same way afterwards, so a killed run never leaves a listed partial backup.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import errno
+import fcntl
+import fnmatch
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import socket
+import sqlite3
+import stat
+import subprocess
+import tarfile
+import threading
+import time
+import uuid
+
+FORMAT_VERSION = 1
+CHUNK = 1024 * 1024
+SQLITE_MAGIC = b"SQLite format 3\x00"
+MANIFEST_SUFFIX = ".manifest.json"
+# Never archived: SQLite side files (the snapshot replaces them) and our own scratch.
+ALWAYS_EXCLUDED = ("*-wal", "*-shm", "*-journal", ".victor-backup-*")
+PARTIAL_MARKER = ".victor-backup-partial.json"
+CONFIG_PATTERNS = ("*.yaml", "*.yml", "*.toml", "*.json", "*.env", "*.ini", "*.conf")
+
+
+class BackupError(Exception):
+    """A backup, verify or restore step failed; the message says which and why."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def format_time(value):
+    return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text):
+    """Parse an ISO 8601 time; a value without zone is taken as UTC."""
+    if isinstance(text, datetime.datetime):
+        value = text
+    else:
+        raw = str(text).strip().replace(" ", "T")
+        if raw.endswith("Z"):
+            raw = raw[:-1] + "+00:00"
+        try:
+            value = datetime.datetime.fromisoformat(raw)
+        except ValueError:
+            raise BackupError("cannot parse time %r: use ISO 8601, e.g. 2025-01-20T10:00:00Z" % (text,))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    return value.astimezone(datetime.timezone.utc)
+
+
+def new_backup_id(now, backup_type):
+    return "%s-%s-%s" % (now.strftime("%Y%m%dT%H%M%SZ"), backup_type, uuid.uuid4().hex[:8])
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomic(path, data, mode=0o600):
+    """Write bytes to path through a temporary name, fsync, rename, fsync the directory."""
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, ".%s.%s.tmp" % (os.path.basename(path), uuid.uuid4().hex[:8]))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(CHUNK)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_sqlite_file(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(16) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def sqlite_version():
+    return sqlite3.sqlite_version
+
+
+class Lock:
+    """An exclusive fcntl lock on a file; waits up to timeout seconds, then fails clearly."""
+
+    def __init__(self, path, timeout=0.0):
+        self.path = path
+        self.timeout = float(timeout)
+        self.fd = None
+
+    def __enter__(self):
+        parent = os.path.dirname(self.path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(self.fd)
+                    self.fd = None
+                    raise BackupError("another victor_backup run holds the lock %s (waited %.0f s)" % (self.path, self.timeout))
+                time.sleep(0.2)
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, ("%d\n" % os.getpid()).encode())
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+        return False
+
+
+# --------------------------------------------------------------------------- selection
+
+def _match_any(relpath, patterns):
+    base = posixpath.basename(relpath)
+    for pattern in patterns:
+        if fnmatch.fnmatchcase(relpath, pattern) or fnmatch.fnmatchcase(base, pattern):
+            return True
+        # "cache/" or "cache/*" excludes everything below cache/
+        stripped = pattern.rstrip("/*")
+        if stripped and "*" not in stripped and (relpath == stripped or relpath.startswith(stripped + "/")):
+            return True
+    return False
+
+
+def select_files(source, scope="full", include=None, exclude=None, include_cache=False):
+    """Walk source and return sorted entries {path, kind, abspath, type} for the scope.
+
+    kind is ``db`` (an SQLite file), ``config`` (a top-level config file) or ``data``.
+    """
+    if scope not in ("full", "database", "config"):
+        raise BackupError("unknown scope %r" % (scope,))
+    if not os.path.isdir(source):
+        raise BackupError("source directory %s does not exist" % source)
+    include = list(include or [])
+    exclude = list(exclude or []) + list(ALWAYS_EXCLUDED)
+    if not include_cache:
+        exclude.append("cache")
+    entries = []
+    for root, dirs, files in os.walk(source, followlinks=False):
+        dirs.sort()
+        rel_root = os.path.relpath(root, source)
+        rel_root = "" if rel_root == "." else rel_root.replace(os.sep, "/")
+        kept_dirs = []
+        for name in dirs:
+            rel = posixpath.join(rel_root, name) if rel_root else name
+            full = os.path.join(root, name)
+            if _match_any(rel, exclude):
+                continue
+            if os.path.islink(full):
+                entries.append({"path": rel, "type": "symlink", "abspath": full, "kind": "data"})
+                continue
+            kept_dirs.append(name)
+        dirs[:] = kept_dirs
+        for name in sorted(files):
+            rel = posixpath.join(rel_root, name) if rel_root else name
+            full = os.path.join(root, name)
+            if _match_any(rel, exclude):
+                continue
+            if include and not _match_any(rel, include):
+                continue
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                entries.append({"path": rel, "type": "symlink", "abspath": full, "kind": "data"})
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue  # sockets, fifos: runtime files, never state
+            if is_sqlite_file(full):
+                kind = "db"
+            elif "/" not in rel and _match_any(rel, CONFIG_PATTERNS):
+                kind = "config"
+            else:
+                kind = "data"
+            entries.append({"path": rel, "type": "file", "abspath": full, "kind": kind})
+    if scope == "database":
+        entries = [e for e in entries if e["kind"] == "db"]
+    elif scope == "config":
+        entries = [e for e in entries if e["kind"] == "config"]
+    return entries
+
+
+# --------------------------------------------------------------------------- sqlite
+
+def snapshot_sqlite(src_path, dst_path):
+    """Copy a live SQLite database with the online backup API.
+
+    The source is opened read-only (``mode=ro``): the backup never writes to, and never
+    checkpoints, Victor's WAL; a read-only connection does not checkpoint on close.  The
+    copy is made in one step inside one read transaction, so it is a consistent snapshot
+    while writers go on.  The snapshot is switched to rollback journal mode so that it is
+    one self-contained file.  Returns snapshot details for the manifest.
+    """
+    side_files = [src_path + suffix for suffix in ("-wal", "-shm")]
+    existed = set(p for p in side_files if os.path.exists(p))
+    src_stat = os.stat(src_path)
+    uri = "file:%s?mode=ro" % _quote_uri_path(src_path)
+    try:
+        src = sqlite3.connect(uri, uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        raise BackupError("cannot open %s read-only: %s" % (src_path, exc))
+    try:
+        journal_mode = src.execute("PRAGMA journal_mode").fetchone()[0]
+        dst = sqlite3.connect(dst_path)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode=DELETE").fetchone()
+            page_size = dst.execute("PRAGMA page_size").fetchone()[0]
+            page_count = dst.execute("PRAGMA page_count").fetchone()[0]
+            check = dst.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            dst.close()
+    except sqlite3.Error as exc:
+        raise BackupError("online backup of %s failed: %s" % (src_path, exc))
+    finally:
+        src.close()
+        # A read-only open recreates a missing -shm as the caller (root): give it back
+        # to the database owner so Victor can still open its database.
+        for path in side_files:
+            if path not in existed and os.path.exists(path) and os.geteuid() == 0:
+                try:
+                    os.chown(path, src_stat.st_uid, src_stat.st_gid)
+                except OSError:
+                    pass
+    result = [row[0] for row in check]
+    if result != ["ok"]:
+        raise BackupError("snapshot of %s fails integrity_check: %s" % (src_path, "; ".join(result[:5])))
+    return {"journal_mode": journal_mode, "page_size": page_size, "page_count": page_count,
+            "integrity_check": "ok", "sqlite_version": sqlite3.sqlite_version}
+
+
+def _quote_uri_path(path):
+    return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
+def integrity_check(path):
+    """PRAGMA integrity_check on a database file (opened read-only). Returns list of lines."""
+    try:
+        conn = sqlite3.connect("file:%s?mode=ro" % _quote_uri_path(path), uri=True)
+        try:
+            return [row[0] for row in conn.execute("PRAGMA integrity_check").fetchall()]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return ["cannot open: %s" % exc]
+
+
+# --------------------------------------------------------------------------- pipelines
+
+class _HashingReader:
+    """File-like wrapper: hashes what tarfile reads, fails if the file got shorter."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def read(self, size=-1):
+        block = self.handle.read(size)
+        self.digest.update(block)
+        self.count += len(block)
+        return block
+
+
+class _Sink(threading.Thread):
+    """Drain a pipe into a file object while hashing and counting the bytes."""
+
+    def __init__(self, pipe, out):
+        super(_Sink, self).__init__(daemon=True)
+        self.pipe = pipe
+        self.out = out
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.error = None
+
+    def run(self):
+        try:
+            while True:
+                block = self.pipe.read(CHUNK)
+                if not block:
+                    break
+                self.digest.update(block)
+                self.size += len(block)
+                self.out.write(block)
+        except Exception as exc:  # pylint: disable=broad-except
+            self.error = exc
+
+
+class _Feeder(threading.Thread):
+    """Copy a readable object into a pipe while hashing and counting the bytes."""
+
+    def __init__(self, source, pipe):
+        super(_Feeder, self).__init__(daemon=True)
+        self.source = source
+        self.pipe = pipe
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.error = None
+
+    def run(self):
+        try:
+            while True:
+                block = self.source.read(CHUNK)
+                if not block:
+                    break
+                self.digest.update(block)
+                self.size += len(block)
+                self.pipe.write(block)
+        except BrokenPipeError:
+            self.error = None if self.size else BrokenPipeError("decompressor exited early")
+        except Exception as exc:  # pylint: disable=broad-except
+            self.error = exc
+        finally:
+            try:
+                self.pipe.close()
+            except OSError:
+                pass
+
+
+class Tools:
+    """Paths of the external programs and the encryption settings."""
+
+    def __init__(self, zstd="zstd", age="age", compression_level=3, threads=0,
+                 age_recipients=None, age_recipients_file=None, age_identity_file=None):
+        self.zstd = zstd
+        self.age = age
+        self.compression_level = int(compression_level)
+        self.threads = int(threads)
+        self.age_recipients = list(age_recipients or [])
+        self.age_recipients_file = age_recipients_file
+        self.age_identity_file = age_identity_file
+
+    @property
+    def encrypt(self):
+        return bool(self.age_recipients or self.age_recipients_file)
+
+    def compress_argv(self):
+        level = self.compression_level
+        argv = [self.zstd, "-q", "-c", "-T%d" % self.threads]
+        argv.append("--ultra" if level > 19 else "-%d" % level)
+        if level > 19:
+            argv.append("-%d" % level)
+        return argv
+
+    def encrypt_argv(self):
+        argv = [self.age, "--encrypt"]
+        for recipient in self.age_recipients:
+            argv += ["-r", recipient]  # public keys only; never a secret on argv
+        if self.age_recipients_file:
+            argv += ["-R", self.age_recipients_file]
+        return argv
+
+    def decrypt_argv(self):
+        if not self.age_identity_file:
+            raise BackupError("the archive is encrypted: give age_identity_file (an age identity file, mode 0600)")
+        return [self.age, "--decrypt", "-i", self.age_identity_file]
+
+
+def _stage_error(name, proc):
+    err = b""
+    if proc.stderr is not None:
+        try:
+            err = proc.stderr.read()
+        except (OSError, ValueError):
+            pass
+    return "%s exited with %s: %s" % (name, proc.returncode, err.decode("utf-8", "replace").strip()[:500])
+
+
+def write_archive(entries, snapshots, out_handle, tools):
+    """Stream entries as tar -> zstd [-> age] into out_handle.
+
+    snapshots maps relpath -> snapshot file path (used instead of the live DB).
+    Returns (file records, archive sha256, archive size).
+    """
+    procs = []
+    compressor = subprocess.Popen(tools.compress_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(("zstd", compressor))
+    last = compressor
+    if tools.encrypt:
+        encryptor = subprocess.Popen(tools.encrypt_argv(), stdin=compressor.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        compressor.stdout.close()
+        procs.append(("age", encryptor))
+        last = encryptor
+    sink = _Sink(last.stdout, out_handle)
+    sink.start()
+    records = []
+    try:
+        try:
+            with tarfile.open(fileobj=compressor.stdin, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+                for entry in entries:
+                    records.append(_add_entry(tar, entry, snapshots.get(entry["path"])))
+        finally:
+            try:
+                compressor.stdin.close()
+            except OSError:
+                pass
+    except BrokenPipeError:
+        pass  # reported below from the stage's exit status
+    except BaseException:
+        for _name, proc in procs:
+            proc.kill()
+        raise
+    finally:
+        for _name, proc in procs:
+            proc.wait()
+        sink.join()
+    for name, proc in procs:
+        if proc.returncode != 0:
+            raise BackupError("archive stage failed: " + _stage_error(name, proc))
+    for _name, proc in procs:
+        proc.stderr.close()
+    if sink.error is not None:
+        raise BackupError("writing the archive failed: %s" % sink.error)
+    if sink.size == 0:
+        raise BackupError("the archive is empty")
+    return records, sink.digest.hexdigest(), sink.size
+
+
+def _add_entry(tar, entry, snapshot_path):
+    if entry["type"] == "symlink":
+        info = tar.gettarinfo(entry["abspath"], arcname=entry["path"])
+        tar.addfile(info)
+        return {"path": entry["path"], "type": "symlink", "target": info.linkname, "kind": entry["kind"]}
+    path = snapshot_path or entry["abspath"]
+    with open(path, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        live = os.stat(entry["abspath"]) if snapshot_path else st
+        info = tarfile.TarInfo(entry["path"])
+        info.size = st.st_size
+        info.mtime = int(live.st_mtime)
+        info.mode = stat.S_IMODE(live.st_mode)
+        info.uid, info.gid = live.st_uid, live.st_gid
+        reader = _HashingReader(handle)
+        try:
+            tar.addfile(info, reader)
+        except OSError as exc:
+            if "unexpected end of data" in str(exc):
+                raise BackupError("%s shrank while it was read (truncated by another process?)" % entry["path"])
+            raise
+    return {"path": entry["path"], "type": "file", "kind": entry["kind"], "size": st.st_size,
+            "sha256": reader.digest.hexdigest(), "mode": "%04o" % info.mode, "uid": info.uid,
+            "gid": info.gid, "mtime": info.mtime}
+
+
+def open_archive_stream(source, tools, encrypted):
+    """Start the read pipeline: source file object -> [age -d] -> zstd -d.
+
+    Returns (feeder, procs, output pipe).  Callers must call finish_read().
+    """
+    procs = []
+    first_argv = tools.decrypt_argv() if encrypted else [tools.zstd, "-d", "-q", "-c"]
+    first = subprocess.Popen(first_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(("age" if encrypted else "zstd", first))
+    last = first
+    if encrypted:
+        second = subprocess.Popen([tools.zstd, "-d", "-q", "-c"], stdin=first.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first.stdout.close()
+        procs.append(("zstd", second))
+        last = second
+    feeder = _Feeder(source, first.stdin)
+    feeder.start()
+    return feeder, procs, last.stdout
+
+
+def finish_read(feeder, procs, out):
+    """Drain the rest of the stream, wait for every stage, raise on any failure."""
+    try:
+        while out.read(CHUNK):
+            pass
+    except OSError:
+        pass
+    out.close()
+    feeder.join()
+    for _name, proc in procs:
+        proc.wait()
+    errors = [_stage_error(name, proc) for name, proc in procs if proc.returncode != 0]
+    for _name, proc in procs:
+        proc.stderr.close()
+    if feeder.error is not None:
+        errors.append("reading the archive failed: %s" % feeder.error)
+    if errors:
+        raise BackupError("; ".join(errors))
+
+
+def abort_read(feeder, procs, out):
+    for _name, proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+    try:
+        out.close()
+    except OSError:
+        pass
+    for _name, proc in procs:
+        proc.wait()
+        proc.stderr.close()
+    feeder.join(5)
+
+
+# --------------------------------------------------------------------------- safe extraction
+
+def check_member_name(name):
+    """Return the normalised relative path or raise for absolute paths and '..'."""
+    if not name or name.startswith("/") or name.startswith("\\") or "\x00" in name:
+        raise BackupError("refusing archive entry with an absolute or empty path: %r" % (name,))
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise BackupError("refusing archive entry that leaves the target: %r" % (name,))
+    return "/".join(parts)
+
+
+def check_link_target(name, target):
+    """Symlinks may only point inside the target directory (relative, no escape)."""
+    if not target or target.startswith("/"):
+        raise BackupError("refusing symlink %r with an absolute target %r" % (name, target))
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+    if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
+        raise BackupError("refusing symlink %r pointing outside the target (%r)" % (name, target))
+    return target
+
+
+def extract_member(tar, member, dest, expected, links):
+    """Extract one member under dest without following links; return its sha256 or None."""
+    name = check_member_name(member.name)
+    for i in range(1, name.count("/") + 1):
+        prefix = "/".join(name.split("/")[:i])
+        if prefix in links:
+            raise BackupError("refusing archive entry %r written through the symlink %r" % (name, prefix))
+    path = os.path.join(dest, *name.split("/"))
+    if member.issym():
+        check_link_target(name, member.linkname)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.symlink(member.linkname, path)
+        links.add(name)
+        return None
+    if member.isdir():
+        os.makedirs(path, exist_ok=True)
+        return None
+    if not member.isreg():
+        raise BackupError("refusing archive entry %r of type %r (hard links, devices and fifos are not allowed)" % (name, member.type))
+    if expected is None:
+        raise BackupError("archive entry %r is not in the manifest" % name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    digest = hashlib.sha256()
+    source = tar.extractfile(member)
+    with os.fdopen(fd, "wb") as handle:
+        while True:
+            block = source.read(CHUNK)
+            if not block:
+                break
+            digest.update(block)
+            handle.write(block)
+        handle.flush()
+        os.fsync(handle.fileno())
+    mode = int(expected.get("mode", "0600"), 8)
+    os.chmod(path, mode)
+    if os.geteuid() == 0 and "uid" in expected:
+        os.chown(path, int(expected["uid"]), int(expected["gid"]))
+    os.utime(path, (member.mtime, member.mtime))
+    return digest.hexdigest()
+
+
+def read_archive(store, manifest, tools, dest=None):
+    """Read one archive end to end; check its sha256 and every member's sha256.
+
+    With dest, members are extracted there (safely).  Returns the list of problems
+    (empty when the archive is intact).
+    """
+    expected = dict((f["path"], f) for f in manifest["files"] if f["type"] == "file" and f.get("stored", True))
+    seen = set()
+    links = set()
+    problems = []
+    source = store.open_data(manifest)
+    feeder, procs, out = open_archive_stream(source, tools, manifest.get("encrypted", False))
+    try:
+        with tarfile.open(fileobj=out, mode="r|", bufsize=CHUNK) as tar:
+            for member in tar:
+                name = check_member_name(member.name)
+                if name in seen:
+                    raise BackupError("archive entry %r appears twice" % name)
+                seen.add(name)
+                if dest is not None:
+                    digest = extract_member(tar, member, dest, expected.get(name), links)
+                elif member.isreg():
+                    if name not in expected:
+                        raise BackupError("archive entry %r is not in the manifest" % name)
+                    digest = hashlib.sha256()
+                    handle = tar.extractfile(member)
+                    while True:
+                        block = handle.read(CHUNK)
+                        if not block:
+                            break
+                        digest.update(block)
+                    digest = digest.hexdigest()
+                else:
+                    if member.issym():
+                        check_link_target(name, member.linkname)
+                    elif not member.isdir():
+                        raise BackupError("refusing archive entry %r of type %r" % (name, member.type))
+                    digest = None
+                if digest is not None and digest != expected[name]["sha256"]:
+                    problems.append("sha256 mismatch for %s" % name)
+    except (tarfile.TarError, EOFError, OSError, BackupError) as exc:
+        abort_read(feeder, procs, out)
+        _close_quietly(source)
+        if isinstance(exc, BackupError):
+            raise
+        raise BackupError("archive %s is unreadable: %s" % (manifest["id"], exc))
+    try:
+        finish_read(feeder, procs, out)
+    except BackupError as exc:
+        _close_quietly(source)
+        raise BackupError("archive %s is unreadable: %s" % (manifest["id"], exc))
+    _close_quietly(source)
+    if feeder.digest.hexdigest() != manifest["archive"]["sha256"]:
+        problems.insert(0, "archive sha256 mismatch (expected %s, got %s)" % (manifest["archive"]["sha256"], feeder.digest.hexdigest()))
+    if feeder.size != manifest["archive"]["size"]:
+        problems.insert(0, "archive size mismatch (expected %d, got %d)" % (manifest["archive"]["size"], feeder.size))
+    missing = sorted(set(expected) - seen)
+    if missing:
+        problems.append("files missing from the archive: %s" % ", ".join(missing[:10]))
+    return problems
+
+
+def _close_quietly(handle):
+    try:
+        handle.close()
+    except Exception:  # pylint: disable=broad-except
+        pass
+
+
+# --------------------------------------------------------------------------- local store
+
+class LocalStore:
+    """A backup repository in a local directory."""
+
+    kind = "local"
+
+    def __init__(self, path):
+        self.path = path
+
+    def describe(self):
+        return self.path
+
+    def ensure(self):
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+
+    def data_name(self, manifest):
+        return manifest["archive"]["name"]
+
+    def open_writer(self, name):
+        tmp = os.path.join(self.path, ".%s.%s.part" % (name, uuid.uuid4().hex[:8]))
+        handle = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+        return tmp, handle
+
+    def commit_data(self, tmp, handle, name, size, sha256):
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        final = os.path.join(self.path, name)
+        if os.path.getsize(tmp) != size:
+            raise BackupError("archive on disk has %d bytes, expected %d" % (os.path.getsize(tmp), size))
+        os.replace(tmp, final)
+        fsync_dir(self.path)
+        return {"location": final}
+
+    def abort_data(self, tmp, handle):
+        _close_quietly(handle)
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+    def put_manifest(self, manifest):
+        data = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
+        write_file_atomic(os.path.join(self.path, manifest["id"] + MANIFEST_SUFFIX), data, 0o600)
+
+    def list_manifests(self):
+        result = []
+        problems = []
+        if not os.path.isdir(self.path):
+            return result, problems
+        for name in sorted(os.listdir(self.path)):
+            if name.startswith(".") or not name.endswith(MANIFEST_SUFFIX):
+                continue
+            try:
+                with open(os.path.join(self.path, name), "rb") as handle:
+                    manifest = json.loads(handle.read().decode("utf-8"))
+                if manifest.get("id") + MANIFEST_SUFFIX != name:
+                    raise ValueError("id does not match the file name")
+                result.append(manifest)
+            except (OSError, ValueError, TypeError) as exc:
+                problems.append("unreadable manifest %s: %s" % (name, exc))
+        return result, problems
+
+    def open_data(self, manifest):
+        path = os.path.join(self.path, manifest["archive"]["name"])
+        try:
+            return open(path, "rb")
+        except OSError as exc:
+            raise BackupError("archive of %s is missing: %s" % (manifest["id"], exc))
+
+    def delete(self, manifest):
+        """Manifest first, then data: an interrupted delete never leaves a listed broken backup."""
+        os.unlink(os.path.join(self.path, manifest["id"] + MANIFEST_SUFFIX))
+        fsync_dir(self.path)
+        data = os.path.join(self.path, manifest["archive"]["name"])
+        if os.path.exists(data):
+            os.unlink(data)
+
+    def cleanup(self):
+        """Remove leftovers of killed runs: *.part files and archives without a manifest."""
+        removed = []
+        if not os.path.isdir(self.path):
+            return removed
+        names = set(os.listdir(self.path))
+        ids = set(n[:-len(MANIFEST_SUFFIX)] for n in names if n.endswith(MANIFEST_SUFFIX) and not n.startswith("."))
+        for name in sorted(names):
+            full = os.path.join(self.path, name)
+            if name.startswith(".") and (name.endswith(".part") or name.endswith(".tmp")):
+                os.unlink(full)
+                removed.append(name)
+            elif ".tar.zst" in name and not name.startswith(".") and name.split(".tar.zst")[0] not in ids:
+                os.unlink(full)
+                removed.append(name)
+        return removed
+
+
+# --------------------------------------------------------------------------- catalogue
+
+def sort_manifests(manifests):
+    """Oldest first, by the time recorded in the manifest (never by name)."""
+    return sorted(manifests, key=lambda m: (parse_time(m["time"]), m["id"]))
+
+
+def filter_manifests(manifests, backup_type=None, scope=None, since=None):
+    result = []
+    since_time = parse_time(since) if since else None
+    for manifest in sort_manifests(manifests):
+        if backup_type and manifest["type"] != backup_type:
+            continue
+        if scope and manifest["scope"] != scope:
+            continue
+        if since_time and parse_time(manifest["time"]) < since_time:
+            continue
+        result.append(manifest)
+    return result
+
+
+def summary(manifest):
+    return {
+        "id": manifest["id"], "time": manifest["time"], "type": manifest["type"], "scope": manifest["scope"],
+        "parent": manifest.get("parent"), "host": manifest.get("host"), "victor_version": manifest.get("victor_version"),
+        "archive": manifest["archive"]["name"], "size": manifest["archive"]["size"],
+        "files": len([f for f in manifest["files"] if f["type"] == "file"]),
+        "stored_files": len([f for f in manifest["files"] if f["type"] == "file" and f.get("stored", True)]),
+        "encrypted": manifest.get("encrypted", False), "verified": manifest.get("verified"),
+    }
+
+
+def select_backup(manifests, backup_id=None, before=None, scope=None):
+    """Pick a backup by id, by 'before' (newest at or before that time) or the latest."""
+    ordered = sort_manifests(manifests)
+    if backup_id and backup_id != "latest":
+        for manifest in ordered:
+            if manifest["id"] == backup_id:
+                return manifest
+        raise BackupError("no backup with id %s" % backup_id)
+    candidates = ordered
+    if scope and scope != "full":
+        candidates = [m for m in candidates if m["scope"] in ("full", scope)]
+    if before:
+        limit = parse_time(before)
+        candidates = [m for m in candidates if parse_time(m["time"]) <= limit]
+        if not candidates:
+            raise BackupError("no backup at or before %s" % format_time(limit))
+    if not candidates:
+        raise BackupError("the repository holds no backup")
+    return candidates[-1]
+
+
+def resolve_chain(manifests, manifest):
+    """The list of manifests to apply, full first, ending with manifest."""
+    by_id = dict((m["id"], m) for m in manifests)
+    chain = [manifest]
+    seen = set([manifest["id"]])
+    while chain[0].get("parent"):
+        parent_id = chain[0]["parent"]
+        if parent_id in seen:
+            raise BackupError("backup chain of %s loops at %s" % (manifest["id"], parent_id))
+        if parent_id not in by_id:
+            raise BackupError("backup %s needs its parent %s, which is missing" % (chain[0]["id"], parent_id))
+        chain.insert(0, by_id[parent_id])
+        seen.add(parent_id)
+    if chain[0]["type"] != "full":
+        raise BackupError("backup chain of %s does not start with a full backup" % manifest["id"])
+    return chain
+
+
+def chain_state(chain):
+    """Files present after applying the chain: path -> file record (with the owning backup id)."""
+    state = {}
+    for manifest in chain:
+        for path in manifest.get("deleted", []):
+            state.pop(path, None)
+        for record in manifest["files"]:
+            item = dict(record)
+            item["backup"] = manifest["id"] if record.get("stored", True) else state.get(record["path"], {}).get("backup")
+            state[record["path"]] = item
+    return state
+
+
+# --------------------------------------------------------------------------- create
+
+def create_backup(store, source, work_dir, tools, backup_type="full", scope="full", include=None, exclude=None,
+                  include_cache=False, victor_version=None, host=None, now=None, lock_timeout=0.0, extra_databases=None):
+    """Make one backup; returns its manifest.  Raises BackupError and leaves nothing listed on failure."""
+    if backup_type not in ("full", "incremental"):
+        raise BackupError("unknown backup type %r" % (backup_type,))
+    store.ensure()
+    os.makedirs(work_dir, mode=0o700, exist_ok=True)
+    with Lock(os.path.join(work_dir, ".victor-backup.lock"), lock_timeout):
+        cleaned = store.cleanup() + _cleanup_scratch(work_dir)
+        now = now or utcnow()
+        manifests, _problems = store.list_manifests()
+        parent = None
+        if backup_type == "incremental":
+            same_scope = [m for m in sort_manifests(manifests) if m["scope"] == scope]
+            if not same_scope:
+                raise BackupError("incremental backup needs a previous %s-scope backup; make a full backup first" % scope)
+            parent = same_scope[-1]
+        backup_id = new_backup_id(now, backup_type)
+        scratch = os.path.join(work_dir, ".victor-backup-" + backup_id)
+        os.makedirs(scratch, mode=0o700)
+        try:
+            manifest = _create(store, source, scratch, tools, backup_id, backup_type, scope, include, exclude,
+                               include_cache, victor_version, host, now, parent, manifests, extra_databases)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        manifest["cleaned"] = cleaned
+        return manifest
+
+
+def _cleanup_scratch(work_dir):
+    """Remove scratch directories of killed runs (called under the lock)."""
+    removed = []
+    for name in sorted(os.listdir(work_dir)):
+        full = os.path.join(work_dir, name)
+        if name.startswith(".victor-backup-") and os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full, ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+def _create(store, source, scratch, tools, backup_id, backup_type, scope, include, exclude, include_cache,
+            victor_version, host, now, parent, manifests, extra_databases):
+    entries = select_files(source, scope, include, exclude, include_cache)
+    snapshots = {}
+    databases = []
+    for index, entry in enumerate(entries):
+        if entry["kind"] == "db":
+            snap = os.path.join(scratch, "db-%d.sqlite" % index)
+            details = snapshot_sqlite(entry["abspath"], snap)
+            details["path"] = entry["path"]
+            snapshots[entry["path"]] = snap
+            databases.append(details)
+    for dump in extra_databases or []:
+        entries.append(dump["entry"])
+        snapshots[dump["entry"]["path"]] = dump["file"]
+        databases.append(dump["details"])
+    deleted = []
+    if parent is not None:
+        parent_state = chain_state(resolve_chain(manifests, parent))
+        unchanged, entries = _split_unchanged(entries, snapshots, parent_state)
+        current = set(e["path"] for e in entries) | set(r["path"] for r in unchanged)
+        deleted = sorted(p for p in parent_state if p not in current)
+    else:
+        unchanged = []
+    if not entries and not unchanged:
+        raise BackupError("nothing to back up in %s for scope %s" % (source, scope))
+    suffix = ".tar.zst.age" if tools.encrypt else ".tar.zst"
+    name = backup_id + suffix
+    tmp, handle = store.open_writer(name)
+    try:
+        records, digest, size = write_archive(entries, snapshots, handle, tools)
+        location = store.commit_data(tmp, handle, name, size, digest)
+    except BaseException:
+        store.abort_data(tmp, handle)
+        raise
+    manifest = {
+        "format": FORMAT_VERSION, "id": backup_id, "time": format_time(now), "host": host or socket.gethostname(),
+        "type": backup_type, "scope": scope, "parent": parent["id"] if parent else None,
+        "victor_version": victor_version, "source": source, "encrypted": tools.encrypt,
+        "compression": {"program": "zstd", "level": tools.compression_level},
+        "archive": {"name": name, "size": size, "sha256": digest},
+        "files": sorted(records + unchanged, key=lambda r: r["path"]), "deleted": deleted,
+        "databases": databases, "sqlite_version": sqlite3.sqlite_version, "verified": None,
+    }
+    manifest["archive"].update(location)
+    store.put_manifest(manifest)
+    return manifest
+
+
+def _split_unchanged(entries, snapshots, parent_state):
+    """Files whose sha256 equals the parent chain's are recorded, not stored again."""
+    changed = []
+    unchanged = []
+    for entry in entries:
+        previous = parent_state.get(entry["path"])
+        if entry["type"] == "file" and previous and previous.get("type") == "file":
+            path = snapshots.get(entry["path"], entry["abspath"])
+            st = os.stat(path)
+            if st.st_size == previous["size"] and sha256_file(path) == previous["sha256"]:
+                record = dict((k, v) for k, v in previous.items() if k != "backup")
+                record["stored"] = False
+                unchanged.append(record)
+                continue
+        changed.append(entry)
+    return unchanged, changed
+
+
+# --------------------------------------------------------------------------- verify
+
+def verify_backup(store, manifests, manifest, tools, work_dir, record=True):
+    """Re-read the archive (and its chain), check all sha256, integrity_check DB snapshots.
+
+    Returns a dict {id, ok, problems, databases}.  With record, the result is written
+    into the manifest (atomically) so retention can protect the newest verified backup.
+    """
+    chain = resolve_chain(manifests, manifest)
+    os.makedirs(work_dir, mode=0o700, exist_ok=True)
+    scratch = os.path.join(work_dir, ".victor-backup-verify-" + uuid.uuid4().hex[:8])
+    problems = []
+    databases = {}
+    try:
+        for member in chain:
+            dest = os.path.join(scratch, member["id"])
+            os.makedirs(dest)
+            try:
+                member_problems = read_archive(store, member, tools, dest)
+            except BackupError as exc:
+                member_problems = [str(exc)]
+            problems += ["%s: %s" % (member["id"], p) for p in member_problems]
+            if member_problems:
+                continue
+            for db in member.get("databases", []):
+                if db.get("engine", "sqlite") != "sqlite":
+                    continue
+                path = os.path.join(dest, *db["path"].split("/"))
+                if not os.path.exists(path):
+                    continue  # unchanged in this incremental; checked in its parent
+                result = integrity_check(path)
+                databases[db["path"]] = result[0] if len(result) == 1 else "; ".join(result[:5])
+                if result != ["ok"]:
+                    problems.append("%s: %s fails integrity_check: %s" % (member["id"], db["path"], "; ".join(result[:5])))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result = {"id": manifest["id"], "ok": not problems, "problems": problems, "databases": databases,
+              "chain": [m["id"] for m in chain]}
+    if record:
+        updated = dict(manifest)
+        updated["verified"] = {"time": format_time(utcnow()), "ok": not problems}
+        store.put_manifest(updated)
+    return result
+
+
+# --------------------------------------------------------------------------- restore
+
+def restore_backup(store, manifests, manifest, tools, target, scope="full", safety_dir=None, now=None):
+    """Restore a backup chain into target; returns {restored, safety_copy, files, removed}.
+
+    1. Extract and check every archive of the chain into a staging directory next to the
+       target (nothing live is touched yet; any sha256 or integrity failure stops here).
+    2. Move the live files the restore replaces into a safety copy, then move the staged
+       files in (renames on one filesystem).  Stale -wal/-shm files of replaced databases
+       go to the safety copy too.
+    3. integrity_check the databases in place; on any failure put the safety copy back.
+    """
+    if scope not in ("full", "database", "config"):
+        raise BackupError("unknown scope %r" % (scope,))
+    if manifest["scope"] != "full" and scope != manifest["scope"]:
+        raise BackupError("backup %s has scope %s; it cannot restore scope %s" % (manifest["id"], manifest["scope"], scope))
+    chain = resolve_chain(manifests, manifest)
+    target = os.path.abspath(target)
+    parent_dir = os.path.dirname(target)
+    os.makedirs(parent_dir, exist_ok=True)
+    stamp = (now or utcnow()).strftime("%Y%m%dT%H%M%SZ")
+    staging = os.path.join(parent_dir, ".victor-backup-restore-%s-%s" % (manifest["id"], uuid.uuid4().hex[:6]))
+    os.makedirs(staging, mode=0o700)
+    try:
+        files = _stage_chain(store, chain, tools, staging, scope)
+        _prepare_databases(staging, chain, files)
+        safety = safety_dir or "%s.before-restore-%s" % (target, stamp)
+        if os.path.exists(safety):
+            raise BackupError("safety copy path %s already exists" % safety)
+        moved = swap_in(staging, target, safety, files, scope)
+        problems = check_databases(target, files)
+        if problems:
+            revert(target, safety, moved)
+            raise BackupError("restored databases fail integrity_check (%s); the previous state was put back" % "; ".join(problems))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"restored": manifest["id"], "chain": [m["id"] for m in chain], "safety_copy": safety,
+            "files": sorted(files), "moved": moved}
+
+
+def _stage_chain(store, chain, tools, staging, scope):
+    state = chain_state(chain)
+    wanted = dict((p, r) for p, r in state.items() if _in_scope(r, scope))
+    for manifest in chain:
+        dest = os.path.join(staging, ".chain", manifest["id"])
+        os.makedirs(dest)
+        problems = read_archive(store, manifest, tools, dest)
+        if problems:
+            raise BackupError("backup %s failed verification, nothing was changed: %s" % (manifest["id"], "; ".join(problems)))
+    tree = os.path.join(staging, "tree")
+    os.makedirs(tree)
+    for path, record in sorted(wanted.items()):
+        src = os.path.join(staging, ".chain", record["backup"], *path.split("/"))
+        dst = os.path.join(tree, *path.split("/"))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if record["type"] == "symlink":
+            os.symlink(record["target"], dst)
+        else:
+            if not os.path.lexists(src):
+                raise BackupError("file %s of backup %s is missing from its archive" % (path, record["backup"]))
+            os.rename(src, dst)
+    return wanted
+
+
+def _in_scope(record, scope):
+    if scope == "full":
+        return True
+    if scope == "database":
+        return record.get("kind") == "db"
+    return record.get("kind") == "config"
+
+
+def _prepare_databases(staging, chain, files):
+    """integrity_check every staged DB and give it back its recorded journal mode."""
+    modes = {}
+    for manifest in chain:
+        for db in manifest.get("databases", []):
+            modes[db["path"]] = db.get("journal_mode", "delete")
+    tree = os.path.join(staging, "tree")
+    for path, record in files.items():
+        if record.get("kind") != "db" or record.get("engine", "sqlite") != "sqlite":
+            continue
+        full = os.path.join(tree, *path.split("/"))
+        result = integrity_check(full)
+        if result != ["ok"]:
+            raise BackupError("database %s in the backup fails integrity_check, nothing was changed: %s" % (path, "; ".join(result[:5])))
+        mode = str(modes.get(path, "delete")).lower()
+        if mode == "wal":
+            st = os.stat(full)
+            conn = sqlite3.connect(full)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            finally:
+                conn.close()
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(full + suffix):
+                    os.unlink(full + suffix)
+            os.chmod(full, stat.S_IMODE(st.st_mode))
+
+
+def swap_in(staging, target, safety, files, scope):
+    """Move the staged tree into target, keeping what it replaces in safety. Returns the moves."""
+    tree = os.path.join(staging, "tree")
+    moved = {"mode": scope, "paths": []}
+    if scope == "full":
+        st = os.stat(target) if os.path.isdir(target) else None
+        if st is not None:
+            os.rename(target, safety)
+        else:
+            os.makedirs(safety, mode=0o700)
+        os.rename(tree, target)
+        if st is not None:
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+            if os.geteuid() == 0:
+                os.chown(target, st.st_uid, st.st_gid)
+        moved["paths"].append(".")
+        fsync_dir(os.path.dirname(target))
+        return moved
+    os.makedirs(safety, mode=0o700)
+    os.makedirs(target, exist_ok=True)
+    write_file_atomic(os.path.join(safety, PARTIAL_MARKER), json.dumps({"mode": scope, "restored": sorted(files)}).encode("utf-8"))
+    for path in sorted(files):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            live = os.path.join(target, *path.split("/")) + suffix
+            if os.path.lexists(live):
+                keep = os.path.join(safety, *path.split("/")) + suffix
+                os.makedirs(os.path.dirname(keep), exist_ok=True)
+                os.rename(live, keep)
+                moved["paths"].append(path + suffix)
+        src = os.path.join(tree, *path.split("/"))
+        dst = os.path.join(target, *path.split("/"))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.rename(src, dst)
+    moved["restored"] = sorted(files)
+    fsync_dir(target)
+    return moved
+
+
+def revert(target, safety, moved=None):
+    """Put a safety copy back in place of target (full) or file by file (database/config)."""
+    if not os.path.isdir(safety):
+        raise BackupError("safety copy %s does not exist" % safety)
+    marker = moved
+    if marker is None:
+        marker = {"mode": "full"}
+        if os.path.exists(os.path.join(safety, PARTIAL_MARKER)):
+            with open(os.path.join(safety, PARTIAL_MARKER), "rb") as handle:
+                marker = json.loads(handle.read().decode("utf-8"))
+    if marker.get("mode") == "full":
+        if os.path.lexists(target):
+            failed = "%s.failed-restore-%s" % (target, uuid.uuid4().hex[:6])
+            os.rename(target, failed)
+            shutil.rmtree(failed, ignore_errors=True)
+        os.rename(safety, target)
+        fsync_dir(os.path.dirname(target))
+        return [target]
+    restored = []
+    for path in marker.get("restored", []):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            live = os.path.join(target, *path.split("/")) + suffix
+            if os.path.lexists(live):
+                os.unlink(live)
+    for root, _dirs, names in os.walk(safety):
+        for name in names:
+            src = os.path.join(root, name)
+            rel = os.path.relpath(src, safety)
+            if rel == PARTIAL_MARKER:
+                continue
+            dst = os.path.join(target, rel)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.rename(src, dst)
+            restored.append(rel)
+    shutil.rmtree(safety, ignore_errors=True)
+    return restored
+
+
+def check_databases(target, files):
+    problems = []
+    for path, record in sorted(files.items()):
+        if record.get("kind") == "db" and record.get("engine", "sqlite") == "sqlite":
+            result = integrity_check(os.path.join(target, *path.split("/")))
+            if result != ["ok"]:
+                problems.append("%s: %s" % (path, "; ".join(result[:3])))
+    return problems

@@ -1,0 +1,239 @@
+# -*- coding: utf-8 -*-
+# Copyright: victor.ops contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""S3 storage for victor_backup (boto3, imported lazily).
+
+The archive is spooled to a local scratch file while it is produced (bounded memory),
+uploaded with boto3's managed transfer (multipart above a threshold), then checked with
+HEAD: the object's size, and its ETag against the MD5/multipart-MD5 we computed locally
+(skipped for SSE-KMS/SSE-C, whose ETag is not an MD5; then the sha256 we store as object
+metadata is compared).  The manifest object is written last; listing reads manifests only.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import hashlib
+import json
+import os
+import uuid
+
+from ansible_collections.victor.ops.plugins.module_utils.backup import (
+    BackupError, CHUNK, MANIFEST_SUFFIX,
+)
+
+try:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+    HAS_BOTO3 = True
+    BOTO3_IMPORT_ERROR = None
+except ImportError as _exc:  # pragma: no cover - reported by the module
+    HAS_BOTO3 = False
+    BOTO3_IMPORT_ERROR = _exc
+    BotoCoreError = ClientError = Exception
+
+
+def expected_etag(path, threshold, chunksize):
+    """The ETag S3 gives an unencrypted (or SSE-S3) object uploaded by boto3's transfer manager."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        if size < threshold:
+            digest = hashlib.md5()
+            while True:
+                block = handle.read(CHUNK)
+                if not block:
+                    break
+                digest.update(block)
+            return '"%s"' % digest.hexdigest()
+        parts = []
+        while True:
+            part = hashlib.md5()
+            left = chunksize
+            while left > 0:
+                block = handle.read(min(CHUNK, left))
+                if not block:
+                    break
+                part.update(block)
+                left -= len(block)
+            if left == chunksize:
+                break
+            parts.append(part.digest())
+    return '"%s-%d"' % (hashlib.md5(b"".join(parts)).hexdigest(), len(parts))
+
+
+class S3Store:
+    """A backup repository under s3://bucket/prefix/."""
+
+    kind = "s3"
+
+    def __init__(self, bucket, prefix="", region=None, endpoint_url=None, access_key=None, secret_key=None,
+                 session_token=None, sse=None, sse_kms_key_id=None, multipart_threshold=64 * 1024 * 1024,
+                 multipart_chunksize=16 * 1024 * 1024, request_checksum_calculation=None,
+                 response_checksum_validation=None, spool_dir="/var/tmp", validate_certs=True):
+        if not HAS_BOTO3:
+            raise BackupError("boto3 is required for S3 storage (Debian: apt-get install python3-boto3): %s" % BOTO3_IMPORT_ERROR)
+        self.bucket = bucket
+        self.prefix = (prefix or "").strip("/")
+        self.sse = sse
+        self.sse_kms_key_id = sse_kms_key_id
+        self.threshold = int(multipart_threshold)
+        self.chunksize = int(multipart_chunksize)
+        self.spool_dir = spool_dir
+        config_args = {"retries": {"max_attempts": 5, "mode": "standard"}}
+        if request_checksum_calculation:
+            config_args["request_checksum_calculation"] = request_checksum_calculation
+        if response_checksum_validation:
+            config_args["response_checksum_validation"] = response_checksum_validation
+        try:
+            config = Config(**config_args)
+        except TypeError:
+            # botocore older than 1.36 has no checksum settings and sends no CRC by default.
+            config_args.pop("request_checksum_calculation", None)
+            config_args.pop("response_checksum_validation", None)
+            config = Config(**config_args)
+        session = boto3.session.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                                        aws_session_token=session_token, region_name=region)
+        self.client = session.client("s3", endpoint_url=endpoint_url, config=config, verify=validate_certs)
+        from boto3.s3.transfer import TransferConfig
+        self.transfer = TransferConfig(multipart_threshold=self.threshold, multipart_chunksize=self.chunksize,
+                                       max_concurrency=4, use_threads=True)
+
+    def describe(self):
+        return "s3://%s/%s" % (self.bucket, self.prefix)
+
+    def key(self, name):
+        return "%s/%s" % (self.prefix, name) if self.prefix else name
+
+    def _extra(self):
+        extra = {}
+        if self.sse:
+            extra["ServerSideEncryption"] = self.sse
+        if self.sse_kms_key_id:
+            extra["SSEKMSKeyId"] = self.sse_kms_key_id
+        return extra
+
+    def ensure(self):
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as exc:
+            raise BackupError("S3 bucket %s is not reachable: %s" % (self.bucket, exc))
+
+    def open_writer(self, name):
+        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+        tmp = os.path.join(self.spool_dir, ".%s.%s.part" % (name, uuid.uuid4().hex[:8]))
+        return tmp, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+
+    def commit_data(self, tmp, handle, name, size, sha256):
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        try:
+            if os.path.getsize(tmp) != size:
+                raise BackupError("spooled archive has %d bytes, expected %d" % (os.path.getsize(tmp), size))
+            extra = self._extra()
+            extra["Metadata"] = {"sha256": sha256}
+            key = self.key(name)
+            try:
+                self.client.upload_file(tmp, self.bucket, key, ExtraArgs=extra, Config=self.transfer)
+                head = self.client.head_object(Bucket=self.bucket, Key=key)
+            except (BotoCoreError, ClientError) as exc:
+                raise BackupError("upload of %s to %s failed: %s" % (name, self.describe(), exc))
+            if head["ContentLength"] != size:
+                raise BackupError("uploaded object %s has %d bytes, expected %d" % (key, head["ContentLength"], size))
+            if head.get("Metadata", {}).get("sha256") != sha256:
+                raise BackupError("uploaded object %s lost its sha256 metadata" % key)
+            etag = head.get("ETag")
+            checked = "size"
+            if self.sse in (None, "", "AES256"):
+                wanted = expected_etag(tmp, self.threshold, self.chunksize)
+                if etag != wanted:
+                    raise BackupError("uploaded object %s has ETag %s, expected %s: the upload is corrupt" % (key, etag, wanted))
+                checked = "size+md5"
+            return {"location": "s3://%s/%s" % (self.bucket, key), "etag": etag, "upload_check": checked,
+                    "multipart": size >= self.threshold}
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def abort_data(self, tmp, handle):
+        try:
+            handle.close()
+        except Exception:  # pylint: disable=broad-except
+            pass
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+    def put_manifest(self, manifest):
+        body = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(manifest["id"] + MANIFEST_SUFFIX), Body=body,
+                                   ContentType="application/json", **self._extra())
+        except (BotoCoreError, ClientError) as exc:
+            raise BackupError("writing the manifest of %s failed: %s" % (manifest["id"], exc))
+
+    def _keys(self, with_time=False):
+        prefix = self.prefix + "/" if self.prefix else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(prefix):]
+                yield (name, item["LastModified"]) if with_time else name
+
+    def list_manifests(self):
+        result = []
+        problems = []
+        try:
+            for name in self._keys():
+                if "/" in name or not name.endswith(MANIFEST_SUFFIX):
+                    continue
+                try:
+                    body = self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"].read()
+                    manifest = json.loads(body.decode("utf-8"))
+                    if manifest.get("id") + MANIFEST_SUFFIX != name:
+                        raise ValueError("id does not match the key")
+                    result.append(manifest)
+                except (ValueError, TypeError) as exc:
+                    problems.append("unreadable manifest %s: %s" % (name, exc))
+        except (BotoCoreError, ClientError) as exc:
+            raise BackupError("listing %s failed: %s" % (self.describe(), exc))
+        return result, problems
+
+    def open_data(self, manifest):
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(manifest["archive"]["name"]))["Body"]
+        except (BotoCoreError, ClientError) as exc:
+            raise BackupError("archive of %s cannot be read: %s" % (manifest["id"], exc))
+
+    def delete(self, manifest):
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(manifest["id"] + MANIFEST_SUFFIX))
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(manifest["archive"]["name"]))
+        except (BotoCoreError, ClientError) as exc:
+            raise BackupError("deleting %s failed: %s" % (manifest["id"], exc))
+
+    def cleanup(self):
+        """Archives without a manifest are leftovers of killed runs (uploads are atomic).
+
+        Only orphans older than an hour are removed: another host sharing the prefix may be
+        between its upload and its manifest.
+        """
+        removed = []
+        try:
+            listing = list(self._keys(with_time=True))
+            ids = set(n[:-len(MANIFEST_SUFFIX)] for n, _t in listing if n.endswith(MANIFEST_SUFFIX))
+            horizon = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+            for name, modified in listing:
+                if ".tar.zst" in name and "/" not in name and name.split(".tar.zst")[0] not in ids and modified < horizon:
+                    self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
+                    removed.append(name)
+            if os.path.isdir(self.spool_dir):
+                for name in os.listdir(self.spool_dir):
+                    if name.startswith(".") and name.endswith(".part"):
+                        os.unlink(os.path.join(self.spool_dir, name))
+                        removed.append(name)
+        except (BotoCoreError, ClientError) as exc:
+            raise BackupError("cleaning %s failed: %s" % (self.describe(), exc))
+        return removed

@@ -1,0 +1,582 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: victor.ops contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: victor_backup
+short_description: Consistent, verifiable backups of Victor's state, and a restore that cannot make things worse
+version_added: "0.1.0"
+description:
+  - Creates, lists, verifies, prunes and restores backups of Victor's state directory
+    (C(/var/lib/victor/.victor) by default) in a local directory or in S3.
+  - One archive per backup, a tar stream compressed with C(zstd) and optionally encrypted with
+    C(age) to recipient public keys, plus a JSON manifest listing every file with its size and
+    sha256. The archive is written under a temporary name, fsynced and renamed; the manifest is
+    written last, so a backup that was interrupted is never listed.
+  - SQLite databases (Victor's C(victor.db) is in WAL mode and written to while Victor runs)
+    are copied only through SQLite's online backup API from a read-only connection, which
+    never checkpoints Victor's WAL.
+  - Incremental backups store only the files whose sha256 changed since the parent backup and
+    record deleted files; a restore resolves the chain.
+  - Restores stage and check everything (every sha256, C(PRAGMA integrity_check)) before
+    touching live data, keep the replaced files as a safety copy, and put it back when the
+    restored databases fail their check. O(state=revert) puts a safety copy back on request
+    (the C(victor.ops.victor_restore) role uses it when the service does not come back healthy).
+  - An archive can be restored without this collection, see C(docs/backup.md)
+    (C(age -d -i key | zstd -d | tar -x)).
+  - Runs of this module on one host serialise on a lock in O(work_dir).
+author:
+  - victor.ops contributors
+requirements:
+  - zstd (Debian package C(zstd)) on the managed node
+  - age (Debian package C(age)) when archives are encrypted
+  - boto3 (Debian package C(python3-boto3)) for O(storage=s3)
+options:
+  state:
+    description:
+      - V(create) makes a backup; V(list) returns the backups; V(verify) re-reads one backup chain
+        and checks it; V(prune) applies the retention rules; V(restore) restores a backup into
+        O(target); V(revert) puts O(safety_copy) back in place of O(target).
+    type: str
+    choices: [create, list, verify, prune, restore, revert]
+    default: create
+  source:
+    description: Victor's state directory to back up.
+    type: path
+    default: /var/lib/victor/.victor
+  target:
+    description: Directory to restore into (O(state=restore), O(state=revert)); defaults to O(source).
+    type: path
+  storage:
+    description: Where backups are kept.
+    type: str
+    choices: [local, s3]
+    default: local
+  repository:
+    description: Local directory holding the backups (O(storage=local)).
+    type: path
+    default: /var/backups/victor
+  work_dir:
+    description:
+      - Scratch directory for database snapshots, spooled uploads, verification and the lock file.
+      - Defaults to O(repository) for local storage and to C(/var/tmp/victor-backup) for S3.
+    type: path
+  lock_timeout:
+    description: Seconds to wait for another run on this host to finish before failing.
+    type: int
+    default: 600
+  type:
+    description: V(full) stores every selected file; V(incremental) only what changed since the newest backup of the same scope.
+    type: str
+    choices: [full, incremental]
+    default: full
+  scope:
+    description:
+      - V(full) is the whole state directory except caches; V(database) only SQLite databases;
+        V(config) only top-level configuration files (C(*.yaml), C(*.yml), C(*.toml), C(*.json), C(*.env), C(*.ini), C(*.conf)).
+      - For O(state=restore), what to restore from the chosen backup.
+    type: str
+    choices: [full, database, config]
+    default: full
+  include:
+    description: Only files matching one of these globs (relative path or base name) are backed up.
+    type: list
+    elements: str
+    default: []
+  exclude:
+    description: Files or directories matching one of these globs are skipped. C(-wal), C(-shm) and C(-journal) files are always skipped.
+    type: list
+    elements: str
+    default: []
+  include_cache:
+    description: Also back up C(cache/), which is skipped by default.
+    type: bool
+    default: false
+  compression_level:
+    description: zstd compression level (1-22).
+    type: int
+    default: 3
+  compression_threads:
+    description: zstd worker threads (0 means one per core).
+    type: int
+    default: 0
+  age_recipients:
+    description: age recipient public keys (C(age1...)); when set, archives are encrypted. Public keys are not secret.
+    type: list
+    elements: str
+    default: []
+  age_recipients_file:
+    description: File of age recipients (one public key per line); when set, archives are encrypted.
+    type: path
+  age_identity_file:
+    description:
+      - age identity (private key) file used to decrypt for O(state=verify) and O(state=restore).
+        Keep it mode 0600; it is passed to age as a file, never on the command line.
+    type: path
+  backup_id:
+    description: The backup to verify or restore; V(latest) or unset means the newest (see O(before)).
+    type: str
+  before:
+    description:
+      - Pick the newest backup taken at or before this time (ISO 8601; UTC when no zone is given).
+      - This is backup-granularity point-in-time recovery, not a replay of transactions.
+    type: str
+  since:
+    description: With O(state=list), only backups taken at or after this time.
+    type: str
+  filter_type:
+    description: With O(state=list), only backups of this type.
+    type: str
+    choices: [full, incremental]
+  safety_copy:
+    description:
+      - With O(state=restore), where the replaced files are kept (default C(<target>.before-restore-<time>)).
+      - With O(state=revert), the safety copy to put back (required).
+    type: path
+  keep_last:
+    description: Keep the N newest backups (-1 keeps all).
+    type: int
+    default: 0
+  keep_hourly:
+    description: For the last N hours that have backups, keep the newest backup of each hour.
+    type: int
+    default: 0
+  keep_daily:
+    description: For the last N days that have backups, keep the newest backup of each day.
+    type: int
+    default: 7
+  keep_weekly:
+    description: For the last N ISO weeks that have backups, keep the newest of each week.
+    type: int
+    default: 4
+  keep_monthly:
+    description: For the last N months that have backups, keep the newest of each month.
+    type: int
+    default: 12
+  keep_yearly:
+    description: For the last N years that have backups, keep the newest of each year.
+    type: int
+    default: 0
+  record_verification:
+    description: With O(state=verify), write the result into the manifest (retention never deletes the newest verified backup).
+    type: bool
+    default: true
+  victor_version:
+    description: Victor version recorded in the manifest.
+    type: str
+  s3_bucket:
+    description: S3 bucket (O(storage=s3)).
+    type: str
+  s3_prefix:
+    description: Key prefix inside the bucket.
+    type: str
+    default: victor-backups
+  s3_region:
+    description: S3 region.
+    type: str
+  s3_endpoint_url:
+    description: S3 endpoint URL for S3-compatible stores (MinIO, Ceph, ...).
+    type: str
+  s3_access_key:
+    description: Access key id; boto3's usual credential chain is used when unset.
+    type: str
+  s3_secret_key:
+    description: Secret access key.
+    type: str
+  s3_session_token:
+    description: Session token for temporary credentials.
+    type: str
+  s3_sse:
+    description: Server-side encryption of uploaded objects.
+    type: str
+    choices: [AES256, "aws:kms"]
+  s3_sse_kms_key_id:
+    description: KMS key id for O(s3_sse=aws:kms).
+    type: str
+  s3_multipart_threshold:
+    description: Archives of this many bytes or more are uploaded in parts.
+    type: int
+    default: 67108864
+  s3_multipart_chunksize:
+    description: Size of each part of a multipart upload, in bytes.
+    type: int
+    default: 16777216
+  s3_request_checksum_calculation:
+    description:
+      - botocore 1.36+ sends CRC checksums with every upload by default, which several
+        S3-compatible stores reject; V(when_required) sends them only where the API requires.
+    type: str
+    choices: [when_supported, when_required]
+  s3_response_checksum_validation:
+    description: botocore 1.36+ response checksum validation.
+    type: str
+    choices: [when_supported, when_required]
+  s3_validate_certs:
+    description: Verify the TLS certificate of the S3 endpoint.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    details: Nothing is written; create, prune and restore report what they would do (prune lists what would go and why each kept backup is kept).
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details: Each O(state=create) makes a new backup by design. V(list) and V(verify) with O(record_verification=false) never change anything.
+seealso:
+  - name: Backup and restore guide
+    description: Layout, retention, restoring with standard tools, and the disaster-recovery playbook.
+    link: https://github.com/victor-ops/victor.ops/blob/main/docs/backup.md
+notes:
+  - Encryption uses age recipient public keys; decryption an identity file. age 1.1 reads a
+    passphrase only from a terminal, so passphrase-encrypted archives are not supported (a
+    passphrase would have to be typed or passed on a command line); use a key pair instead.
+"""
+
+EXAMPLES = r"""
+- name: Take a full backup of Victor's state to a local directory
+  victor.ops.victor_backup:
+    state: create
+    type: full
+    repository: /var/backups/victor
+
+- name: Hourly database-only backup, encrypted to a recipient key, to S3
+  victor.ops.victor_backup:
+    state: create
+    scope: database
+    storage: s3
+    s3_bucket: victor-backups
+    s3_region: eu-west-1
+    s3_sse: AES256
+    s3_request_checksum_calculation: when_required
+    age_recipients:
+      - age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+
+- name: List full backups taken since the start of the year
+  victor.ops.victor_backup:
+    state: list
+    filter_type: full
+    since: "2025-01-01"
+  register: victor_backups
+
+- name: Verify the newest backup
+  victor.ops.victor_backup:
+    state: verify
+    backup_id: latest
+
+- name: Show what retention would delete (run with --check) and apply it
+  victor.ops.victor_backup:
+    state: prune
+    keep_daily: 7
+    keep_weekly: 4
+    keep_monthly: 12
+
+- name: Restore the newest backup taken before an incident (service stopped first)
+  victor.ops.victor_backup:
+    state: restore
+    before: "2025-01-20T10:00:00Z"
+    age_identity_file: /root/.config/victor/backup-key.txt
+  register: victor_restore_result
+
+- name: Put the previous state back
+  victor.ops.victor_backup:
+    state: revert
+    safety_copy: "{{ victor_restore_result.safety_copy }}"
+"""
+
+RETURN = r"""
+backup:
+  description: Summary of the backup created, verified or restored.
+  returned: state is create, verify or restore
+  type: dict
+  sample:
+    id: 20250120T020000Z-incremental-3f2a9c1d
+    time: "2025-01-20T02:00:00.123456Z"
+    type: incremental
+    scope: full
+    parent: 20250119T030000Z-full-91b0e2aa
+    host: victor-1
+    victor_version: 0.9.5
+    archive: 20250120T020000Z-incremental-3f2a9c1d.tar.zst
+    size: 10485
+    files: 12
+    stored_files: 3
+    encrypted: false
+    verified: null
+manifest:
+  description: The full manifest of the backup created (every file with size and sha256, database snapshot details).
+  returned: state is create and not check mode
+  type: dict
+  sample: {"id": "20250120T020000Z-full-3f2a9c1d", "files": [{"path": "victor.db", "size": 49152, "sha256": "9f86d0..."}]}
+backups:
+  description: Backups in the repository, oldest first by the time recorded in their manifest.
+  returned: state is list or prune
+  type: list
+  elements: dict
+  sample: [{"id": "20250120T020000Z-full-3f2a9c1d", "time": "2025-01-20T02:00:00.123456Z", "type": "full"}]
+problems:
+  description: Problems found (unreadable manifests, sha256 mismatches, failed integrity checks).
+  returned: always
+  type: list
+  elements: str
+  sample: ["20250120T020000Z-full-3f2a9c1d: sha256 mismatch for victor.db"]
+verification:
+  description: Result of O(state=verify); C(databases) maps each database to its integrity_check result.
+  returned: state is verify
+  type: dict
+  sample: {"ok": true, "chain": ["20250120T020000Z-full-3f2a9c1d"], "databases": {"victor.db": "ok"}}
+files:
+  description: Files in the backup (create) or restored (restore), relative to the state directory.
+  returned: state is create or restore
+  type: list
+  elements: str
+  sample: ["logs/victor.log", "profiles.yaml", "victor.db"]
+chain:
+  description: Backup ids applied by a restore, full backup first.
+  returned: state is restore
+  type: list
+  elements: str
+  sample: ["20250119T030000Z-full-91b0e2aa", "20250120T020000Z-incremental-3f2a9c1d"]
+safety_copy:
+  description: Where the replaced state was kept (restore) or which copy was put back (revert).
+  returned: state is restore or revert and not check mode
+  type: str
+  sample: /var/lib/victor/.victor.before-restore-20250120T101500Z
+keep:
+  description: For prune, each kept backup id with the reasons it is kept.
+  returned: state is prune
+  type: dict
+  sample: {"20250120T020000Z-full-3f2a9c1d": ["daily 2025-01-20", "newest verified backup"]}
+forget:
+  description: For prune, backup ids deleted (or, in check mode, that would be deleted), oldest first.
+  returned: state is prune
+  type: list
+  elements: str
+  sample: ["20241201T020000Z-incremental-0a1b2c3d"]
+cleaned:
+  description: Leftovers of interrupted runs removed before the backup (temporary files, archives without manifest).
+  returned: state is create and not check mode
+  type: list
+  elements: str
+  sample: [".20250120T020000Z-full-3f2a9c1d.tar.zst.1a2b3c4d.part"]
+sqlite_version:
+  description: Version of the SQLite library linked into the managed node's Python, which makes the snapshots.
+  returned: always
+  type: str
+  sample: 3.40.1
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.victor.ops.plugins.module_utils import backup as bk
+from ansible_collections.victor.ops.plugins.module_utils import backup_retention
+from ansible_collections.victor.ops.plugins.module_utils import backup_s3
+
+
+def argument_spec():
+    return dict(
+        state=dict(type="str", default="create", choices=["create", "list", "verify", "prune", "restore", "revert"]),
+        source=dict(type="path", default="/var/lib/victor/.victor"),
+        target=dict(type="path"),
+        storage=dict(type="str", default="local", choices=["local", "s3"]),
+        repository=dict(type="path", default="/var/backups/victor"),
+        work_dir=dict(type="path"),
+        lock_timeout=dict(type="int", default=600),
+        type=dict(type="str", default="full", choices=["full", "incremental"]),
+        scope=dict(type="str", default="full", choices=["full", "database", "config"]),
+        include=dict(type="list", elements="str", default=[]),
+        exclude=dict(type="list", elements="str", default=[]),
+        include_cache=dict(type="bool", default=False),
+        compression_level=dict(type="int", default=3),
+        compression_threads=dict(type="int", default=0),
+        age_recipients=dict(type="list", elements="str", default=[]),
+        age_recipients_file=dict(type="path"),
+        age_identity_file=dict(type="path"),
+        backup_id=dict(type="str"),
+        before=dict(type="str"),
+        since=dict(type="str"),
+        filter_type=dict(type="str", choices=["full", "incremental"]),
+        safety_copy=dict(type="path"),
+        keep_last=dict(type="int", default=0),
+        keep_hourly=dict(type="int", default=0),
+        keep_daily=dict(type="int", default=7),
+        keep_weekly=dict(type="int", default=4),
+        keep_monthly=dict(type="int", default=12),
+        keep_yearly=dict(type="int", default=0),
+        record_verification=dict(type="bool", default=True),
+        victor_version=dict(type="str"),
+        s3_bucket=dict(type="str"),
+        s3_prefix=dict(type="str", default="victor-backups"),
+        s3_region=dict(type="str"),
+        s3_endpoint_url=dict(type="str"),
+        s3_access_key=dict(type="str", no_log=True),
+        s3_secret_key=dict(type="str", no_log=True),
+        s3_session_token=dict(type="str", no_log=True),
+        s3_sse=dict(type="str", choices=["AES256", "aws:kms"]),
+        s3_sse_kms_key_id=dict(type="str", no_log=False),
+        s3_multipart_threshold=dict(type="int", default=64 * 1024 * 1024),
+        s3_multipart_chunksize=dict(type="int", default=16 * 1024 * 1024),
+        s3_request_checksum_calculation=dict(type="str", choices=["when_supported", "when_required"]),
+        s3_response_checksum_validation=dict(type="str", choices=["when_supported", "when_required"]),
+        s3_validate_certs=dict(type="bool", default=True),
+    )
+
+
+def make_store(module, params):
+    if params["storage"] == "local":
+        return bk.LocalStore(params["repository"])
+    if not backup_s3.HAS_BOTO3:
+        module.fail_json(msg=missing_required_lib("boto3 (Debian package python3-boto3)"), exception=str(backup_s3.BOTO3_IMPORT_ERROR))
+    return backup_s3.S3Store(
+        params["s3_bucket"], prefix=params["s3_prefix"], region=params["s3_region"], endpoint_url=params["s3_endpoint_url"],
+        access_key=params["s3_access_key"], secret_key=params["s3_secret_key"], session_token=params["s3_session_token"],
+        sse=params["s3_sse"], sse_kms_key_id=params["s3_sse_kms_key_id"], multipart_threshold=params["s3_multipart_threshold"],
+        multipart_chunksize=params["s3_multipart_chunksize"],
+        request_checksum_calculation=params["s3_request_checksum_calculation"],
+        response_checksum_validation=params["s3_response_checksum_validation"],
+        spool_dir=params["work_dir"], validate_certs=params["s3_validate_certs"])
+
+
+def make_tools(module, params, need_age):
+    zstd = module.get_bin_path("zstd", required=True)
+    age = "age"
+    if need_age:
+        age = module.get_bin_path("age", required=True)
+    return bk.Tools(zstd=zstd, age=age, compression_level=params["compression_level"], threads=params["compression_threads"],
+                    age_recipients=params["age_recipients"], age_recipients_file=params["age_recipients_file"],
+                    age_identity_file=params["age_identity_file"])
+
+
+def validate(module, params):
+    if not 1 <= params["compression_level"] <= 22:
+        module.fail_json(msg="compression_level must be 1-22, got %d" % params["compression_level"])
+    if params["storage"] == "s3" and not params["s3_bucket"]:
+        module.fail_json(msg="storage=s3 needs s3_bucket")
+    if params["state"] == "revert" and not params["safety_copy"]:
+        module.fail_json(msg="state=revert needs safety_copy (the path a restore returned)")
+    if params["s3_multipart_chunksize"] < 5 * 1024 * 1024:
+        module.fail_json(msg="s3_multipart_chunksize must be at least 5 MiB (S3's smallest part)")
+    for recipient in params["age_recipients"]:
+        if not recipient.startswith(("age1", "ssh-")):
+            module.fail_json(msg="age_recipients take public keys (age1... or ssh-...); never put a secret key here")
+    for path_key in ("age_identity_file", "age_recipients_file"):
+        path = params[path_key]
+        if path and not os.path.isfile(path):
+            module.fail_json(msg="%s %s does not exist" % (path_key, path))
+    identity = params["age_identity_file"]
+    if identity and os.stat(identity).st_mode & 0o077:
+        module.fail_json(msg="age_identity_file %s must not be readable by group or others (chmod 0600)" % identity)
+
+
+def run(module):
+    params = dict(module.params)
+    validate(module, params)
+    if not params["work_dir"]:
+        params["work_dir"] = params["repository"] if params["storage"] == "local" else "/var/tmp/victor-backup"
+    target = params["target"] or params["source"]
+    result = dict(changed=False, problems=[], sqlite_version=bk.sqlite_version())
+    state = params["state"]
+
+    if state == "revert":
+        if module.check_mode:
+            result.update(changed=True, safety_copy=params["safety_copy"])
+            return result
+        bk.revert(target, params["safety_copy"])
+        result.update(changed=True, safety_copy=params["safety_copy"])
+        return result
+
+    store = make_store(module, params)
+    need_age = bool(params["age_recipients"] or params["age_recipients_file"] or params["age_identity_file"])
+
+    if state == "create":
+        tools = make_tools(module, params, need_age)
+        if module.check_mode:
+            entries = bk.select_files(params["source"], params["scope"], params["include"], params["exclude"], params["include_cache"])
+            result.update(changed=True, files=[e["path"] for e in entries],
+                          backup={"type": params["type"], "scope": params["scope"], "encrypted": tools.encrypt})
+            return result
+        manifest = bk.create_backup(
+            store, params["source"], params["work_dir"], tools, backup_type=params["type"], scope=params["scope"],
+            include=params["include"], exclude=params["exclude"], include_cache=params["include_cache"],
+            victor_version=params["victor_version"], lock_timeout=params["lock_timeout"])
+        cleaned = manifest.pop("cleaned", [])
+        result.update(changed=True, backup=bk.summary(manifest), manifest=manifest, cleaned=cleaned,
+                      files=[f["path"] for f in manifest["files"] if f.get("stored", True)])
+        return result
+
+    manifests, problems = store.list_manifests()
+    result["problems"] = problems
+
+    if state == "list":
+        chosen = bk.filter_manifests(manifests, params["filter_type"], None, params["since"])
+        result["backups"] = [bk.summary(m) for m in chosen]
+        return result
+
+    if state == "prune":
+        keep = dict((rule, params["keep_" + rule]) for rule in backup_retention.RULES)
+        plan = backup_retention.plan(manifests, keep)
+        by_id = dict((m["id"], m) for m in manifests)
+        result.update(keep=plan["keep"], forget=plan["forget"], forget_reasons=plan["forget_reasons"],
+                      backups=[bk.summary(m) for m in bk.sort_manifests(manifests)])
+        if plan["forget"] and not module.check_mode:
+            with bk.Lock(os.path.join(params["work_dir"], ".victor-backup.lock"), params["lock_timeout"]):
+                for ident in plan["forget"]:
+                    store.delete(by_id[ident])
+        result["changed"] = bool(plan["forget"])
+        return result
+
+    chosen = bk.select_backup(manifests, params["backup_id"], params["before"], params["scope"] if state == "restore" else None)
+    tools = make_tools(module, params, need_age or any(m.get("encrypted") for m in bk.resolve_chain(manifests, chosen)))
+    result["backup"] = bk.summary(chosen)
+
+    if state == "verify":
+        with bk.Lock(os.path.join(params["work_dir"], ".victor-backup.lock"), params["lock_timeout"]):
+            verification = bk.verify_backup(store, manifests, chosen, tools, params["work_dir"],
+                                            record=params["record_verification"] and not module.check_mode)
+        result.update(verification=verification, problems=problems + verification["problems"],
+                      changed=params["record_verification"] and not module.check_mode)
+        if not verification["ok"]:
+            result["msg"] = "backup %s failed verification: %s" % (chosen["id"], "; ".join(verification["problems"][:5]))
+            module.fail_json(**result)
+        return result
+
+    # restore
+    chain = bk.resolve_chain(manifests, chosen)
+    result["chain"] = [m["id"] for m in chain]
+    if module.check_mode:
+        state_files = bk.chain_state(chain)
+        result.update(changed=True, files=sorted(p for p, r in state_files.items() if bk._in_scope(r, params["scope"])))  # pylint: disable=protected-access
+        return result
+    with bk.Lock(os.path.join(params["work_dir"], ".victor-backup.lock"), params["lock_timeout"]):
+        restored = bk.restore_backup(store, manifests, chosen, tools, target, params["scope"], params["safety_copy"])
+    result.update(changed=True, files=restored["files"], safety_copy=restored["safety_copy"])
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        supports_check_mode=True,
+        required_if=[("storage", "s3", ["s3_bucket"])],
+        mutually_exclusive=[("backup_id", "before")],
+    )
+    try:
+        result = run(module)
+    except bk.BackupError as exc:
+        module.fail_json(msg=str(exc), sqlite_version=bk.sqlite_version(), problems=[str(exc)])
+    except OSError as exc:
+        module.fail_json(msg="%s: %s" % (exc.__class__.__name__, exc), sqlite_version=bk.sqlite_version(), problems=[str(exc)])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
