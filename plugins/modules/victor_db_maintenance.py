@@ -32,18 +32,21 @@ description:
     wrote something (a vacuum below the fragmentation threshold, an ANALYZE that left statistics equal,
     or an empty WAL do not).
 author:
-  - victor.ops contributors
+  - victor.ops maintainers (@victor-ops)
 requirements:
   - Python 3 with the sqlite3 standard module for O(engine=sqlite).
   - psycopg 3 (Debian C(python3-psycopg)) for O(engine=postgresql).
   - redis-py (Debian C(python3-redis)) for O(engine=redis).
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Nothing is written; each writing operation returns C(would_run) and the statements it would run.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: partial
     details: >-
       Vacuums run only above the fragmentation or dead-tuple thresholds and ANALYZE reports changed only when

@@ -22,7 +22,7 @@ def make_fragmented_db(path, rows=600, keep_every=5, wal=True):
         conn.execute('PRAGMA journal_mode=WAL')
     conn.execute('CREATE TABLE sessions (id INTEGER PRIMARY KEY, body BLOB)')
     conn.execute('CREATE TABLE "odd ""name" (id INTEGER PRIMARY KEY)')
-    conn.executemany('INSERT INTO sessions (body) VALUES (?)', [(b'x' * 2000,) for _ in range(rows)])
+    conn.executemany('INSERT INTO sessions (body) VALUES (?)', [(b'x' * 2000,) for _row in range(rows)])
     conn.execute('CREATE INDEX sessions_body ON sessions (id, body)')
     conn.execute('INSERT INTO "odd ""name" VALUES (1)')
     conn.commit()
@@ -126,7 +126,7 @@ def test_wal_checkpoint_truncates_the_wal(tmp_path, capsys):
     writer.execute('PRAGMA journal_mode=WAL')
     writer.execute('PRAGMA wal_autocheckpoint=0')
     writer.execute('CREATE TABLE t (v TEXT)')
-    writer.executemany('INSERT INTO t VALUES (?)', [('y' * 500,) for _ in range(200)])
+    writer.executemany('INSERT INTO t VALUES (?)', [('y' * 500,) for _row in range(200)])
     writer.commit()
     wal_before = os.path.getsize(path + '-wal')
     assert wal_before > 0

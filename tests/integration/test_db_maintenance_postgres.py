@@ -1,0 +1,293 @@
+"""victor_db_maintenance against a real, throwaway PostgreSQL cluster (Debian's postgresql).
+
+The fixture runs initdb/pg_ctl as the `postgres` system user (or the current user when not
+root) in a temp dir, listening only on 127.0.0.1 on a free port, and stops it by pg_ctl.
+"""
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.victor.ops.plugins.modules import victor_db_maintenance
+
+psycopg = pytest.importorskip('psycopg')
+
+SUPER_PASSWORD = 'super-secret-pw'
+VICTOR_PASSWORD = 'victor-secret-pw'
+
+
+def _pg_bin(name):
+    found = sorted(glob.glob('/usr/lib/postgresql/*/bin/%s' % name))
+    if not found:
+        pytest.skip('PostgreSQL server binaries are not installed (apt-get install postgresql)')
+    return found[-1]
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def _as_owner(argv):
+    return ['runuser', '-u', 'postgres', '--'] + argv if os.geteuid() == 0 else argv
+
+
+@pytest.fixture(scope='module', name='cluster')
+def cluster_fixture():
+    workdir = tempfile.mkdtemp(prefix='victor-pg-')
+    data = os.path.join(workdir, 'data')
+    pwfile = os.path.join(workdir, 'pw')
+    with open(pwfile, 'w', encoding='utf-8') as handle:
+        handle.write(SUPER_PASSWORD + '\n')
+    if os.geteuid() == 0:
+        shutil.chown(workdir, 'postgres', 'postgres')
+        shutil.chown(pwfile, 'postgres', 'postgres')
+    port = _free_port()
+    subprocess.run(_as_owner([_pg_bin('initdb'), '-D', data, '-U', 'postgres', '--pwfile', pwfile,
+                              '--auth-host=scram-sha-256', '--auth-local=scram-sha-256']),
+                   check=True, capture_output=True)
+    options = ('-c listen_addresses=127.0.0.1 -p %d -c unix_socket_directories=%s -c autovacuum=off '
+               '-c max_connections=30 -c shared_preload_libraries=pg_stat_statements' % (port, workdir))
+    subprocess.run(_as_owner([_pg_bin('pg_ctl'), '-D', data, '-o', options, '-l', os.path.join(workdir, 'log'), '-w', '-t', '60', 'start']),
+                   check=True, capture_output=True)
+    info = {'host': '127.0.0.1', 'port': port, 'workdir': workdir}
+    try:
+        admin = _connect(info, 'postgres', 'postgres', SUPER_PASSWORD)
+        admin.execute("CREATE ROLE victor LOGIN PASSWORD '%s'" % VICTOR_PASSWORD)
+        admin.execute('CREATE DATABASE victor OWNER victor')
+        admin.execute('CREATE DATABASE other OWNER victor')
+        admin.execute('CREATE DATABASE victor_pss OWNER victor')
+        admin.close()
+        pss = _connect(info, 'victor_pss', 'postgres', SUPER_PASSWORD)
+        pss.execute('CREATE EXTENSION pg_stat_statements')
+        pss.close()
+        yield info
+    finally:
+        subprocess.run(_as_owner([_pg_bin('pg_ctl'), '-D', data, '-m', 'fast', '-w', 'stop']), check=False, capture_output=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _connect(info, dbname, user, password):
+    return psycopg.connect(host=info['host'], port=info['port'], dbname=dbname, user=user, password=password,
+                           autocommit=True, connect_timeout=10)
+
+
+def run_module(args, capsys, check_mode=False):
+    if check_mode:
+        args = dict(args, _ansible_check_mode=True)
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as exc:
+            victor_db_maintenance.main()
+    result = json.loads(capsys.readouterr().out)
+    return exc.value.code != 0 or bool(result.get('failed')), result
+
+
+def _args(cluster, operations, user='victor', password=VICTOR_PASSWORD, database='victor', **extra):
+    args = {'engine': 'postgresql', 'login_host': cluster['host'], 'login_port': cluster['port'], 'login_user': user,
+            'login_password': password, 'database': database, 'operations': operations}
+    args.update(extra)
+    return args
+
+
+def _dead_tuples(conn, table):
+    row = conn.execute('SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = %s', (table,)).fetchone()
+    return row[0] if row else None
+
+
+def _wait_dead(conn, table, minimum):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        conn.execute('SELECT pg_stat_clear_snapshot()')
+        if (_dead_tuples(conn, table) or 0) >= minimum:
+            return
+        time.sleep(0.2)
+    raise AssertionError('stats never showed %d dead tuples in %s' % (minimum, table))
+
+
+@pytest.fixture(name='victor_db')
+def victor_db_fixture(cluster):
+    conn = _connect(cluster, 'victor', 'victor', VICTOR_PASSWORD)
+    conn.execute('DROP TABLE IF EXISTS items, "weird""name"')
+    conn.execute('CREATE TABLE items (id serial PRIMARY KEY, body text)')
+    conn.execute('CREATE INDEX items_body ON items (body)')
+    conn.execute("INSERT INTO items (body) SELECT repeat('x', 200) || g FROM generate_series(1, 5000) g")
+    conn.execute('CREATE TABLE "weird""name" (id int)')
+    yield conn
+    conn.close()
+
+
+def test_dead_tuples_are_vacuumed_and_a_rerun_changes_nothing(cluster, victor_db, capsys):
+    victor_db.execute('DELETE FROM items WHERE id > 1000')
+    _wait_dead(victor_db, 'items', 4000)
+    failed, result = run_module(_args(cluster, ['stats', 'vacuum']), capsys)
+    assert not failed, result
+    stats = {t['table']: t for t in result['report']['stats']['tables']}
+    assert stats['public.items']['dead_tuples'] == 4000
+    assert stats['public.items']['live_tuples'] == 1000
+    assert stats['public.items']['dead_pct'] == 80.0
+    vac = result['report']['vacuum']
+    assert result['changed'] is True
+    assert vac['tables'] == ['public.items']
+    assert vac['queries'] == ['VACUUM (ANALYZE) "public"."items"']
+    assert vac['dead_tuples_before'] == 4000 and vac['dead_tuples_after'] == 0
+    victor_db.execute('SELECT pg_stat_clear_snapshot()')
+    assert _dead_tuples(victor_db, 'items') == 0
+    failed, second = run_module(_args(cluster, ['vacuum']), capsys)
+    assert not failed and second['changed'] is False
+    assert second['report']['vacuum']['skipped'] == 'no tables with at least 1 dead tuples'
+
+
+def test_check_mode_vacuum_leaves_dead_tuples(cluster, victor_db, capsys):
+    victor_db.execute('DELETE FROM items WHERE id <= 100')
+    _wait_dead(victor_db, 'items', 100)
+    failed, result = run_module(_args(cluster, ['vacuum', 'analyze', 'reindex'], tables=['items']), capsys, check_mode=True)
+    assert not failed and result['changed'] is True
+    assert result['report']['vacuum']['would_run'] is True
+    assert result['report']['reindex']['queries'] == ['REINDEX TABLE CONCURRENTLY "items"']
+    time.sleep(0.5)
+    victor_db.execute('SELECT pg_stat_clear_snapshot()')
+    assert _dead_tuples(victor_db, 'items') >= 100
+
+
+def test_identifiers_are_quoted(cluster, victor_db, capsys):
+    failed, result = run_module(_args(cluster, ['vacuum', 'analyze'], tables=['weird"name']), capsys)
+    assert not failed, result
+    assert result['report']['vacuum']['queries'] == ['VACUUM (ANALYZE) "weird""name"']
+    assert result['report']['analyze']['queries'] == ['ANALYZE "weird""name"']
+
+
+def _index_node(conn, name):
+    return conn.execute('SELECT pg_relation_filenode(%s::regclass)', (name,)).fetchone()[0]
+
+
+def test_reindex_table_concurrently_and_database(cluster, victor_db, capsys):
+    before = _index_node(victor_db, 'items_body')
+    failed, result = run_module(_args(cluster, ['reindex'], tables=['public.items']), capsys)
+    assert not failed, result
+    assert result['report']['reindex']['concurrently'] is True
+    assert _index_node(victor_db, 'items_body') != before
+    again = _index_node(victor_db, 'items_body')
+    failed, result = run_module(_args(cluster, ['reindex'], reindex_scope='database', concurrently=False), capsys)
+    assert not failed, result
+    assert result['report']['reindex']['queries'] == ['REINDEX DATABASE "victor"']
+    assert _index_node(victor_db, 'items_body') != again
+    failed, result = run_module(_args(cluster, ['reindex']), capsys)
+    assert failed and 'reindex with reindex_scope=table needs tables' in result['msg']
+
+
+def test_clear_locks_terminates_the_blocker_but_spares_superusers(cluster, victor_db, capsys):
+    blocker = _connect(cluster, 'victor', 'victor', VICTOR_PASSWORD)
+    blocker.autocommit = False
+    blocker.execute('UPDATE items SET body = body WHERE id = 1')  # now idle in transaction holding a row lock
+    blocker_pid = blocker.info.backend_pid
+    superuser = _connect(cluster, 'victor', 'postgres', SUPER_PASSWORD)
+    superuser.autocommit = False
+    superuser.execute('UPDATE items SET body = body WHERE id = 2')
+    super_pid = superuser.info.backend_pid
+    elsewhere = _connect(cluster, 'other', 'victor', VICTOR_PASSWORD)
+    elsewhere.autocommit = False
+    elsewhere.execute('SELECT 1')
+    elsewhere_pid = elsewhere.info.backend_pid
+    waiter = _connect(cluster, 'victor', 'victor', VICTOR_PASSWORD)
+    outcome = {}
+
+    def blocked_update():
+        try:
+            waiter.execute('UPDATE items SET body = body WHERE id = 1')
+            outcome['ok'] = True
+        except psycopg.Error as exc:  # pragma: no cover - reported by the assert below
+            outcome['error'] = str(exc)
+
+    thread = threading.Thread(target=blocked_update, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.5)
+        failed, result = run_module(_args(cluster, ['locks'], user='postgres', password=SUPER_PASSWORD), capsys)
+        assert not failed, result
+        blocked = result['report']['locks']['blocked']
+        assert [(row['pid'], row['blocked_by']) for row in blocked] == [(waiter.info.backend_pid, [blocker_pid])]
+        assert result['report']['locks']['blocking'][0]['query'] == 'UPDATE items SET body = body WHERE id = 1'
+
+        args = _args(cluster, ['clear_locks'], user='postgres', password=SUPER_PASSWORD, lock_threshold=1)
+        failed, result = run_module(args, capsys, check_mode=True)
+        assert not failed, result
+        assert result['report']['clear_locks']['would_terminate'] == [blocker_pid]
+        assert result['report']['clear_locks']['terminated'] == []
+        assert [row['pid'] for row in result['report']['clear_locks']['spared_superusers']] == [super_pid]
+        assert thread.is_alive()
+
+        failed, result = run_module(args, capsys)
+        assert not failed, result
+        assert result['changed'] is True
+        assert result['report']['clear_locks']['terminated'] == [blocker_pid]
+        thread.join(10)
+        assert outcome == {'ok': True}
+        assert superuser.execute('SELECT 1').fetchone() == (1,)
+        assert elsewhere.execute('SELECT pg_backend_pid()').fetchone() == (elsewhere_pid,)
+        with pytest.raises(psycopg.OperationalError):
+            blocker.execute('SELECT 1')
+        failed, result = run_module(args, capsys)
+        assert not failed and result['changed'] is False
+    finally:
+        for conn in (blocker, superuser, elsewhere, waiter):
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                pass
+            conn.close()
+
+
+def test_slow_queries_missing_extension_and_present(cluster, capsys):
+    failed, result = run_module(_args(cluster, ['slow_queries']), capsys)
+    assert not failed, result
+    slow = result['report']['slow_queries']
+    assert slow['available'] is False
+    assert 'pg_stat_statements is not installed' in slow['message']
+    pss = _connect(cluster, 'victor_pss', 'victor', VICTOR_PASSWORD)
+    pss.execute('SELECT count(*) FROM generate_series(1, 200000)')
+    pss.close()
+    failed, result = run_module(_args(cluster, ['slow_queries'], database='victor_pss', slow_query_limit=3), capsys)
+    assert not failed, result
+    slow = result['report']['slow_queries']
+    assert slow['available'] is True and 0 < len(slow['queries']) <= 3
+    assert any('generate_series' in row['query'] for row in slow['queries'])
+
+
+def test_pool_stats_counts_connections(cluster, capsys):
+    extra = [_connect(cluster, 'victor', 'victor', VICTOR_PASSWORD) for _conn in range(3)]
+    try:
+        failed, result = run_module(_args(cluster, ['pool_stats']), capsys)
+    finally:
+        for conn in extra:
+            conn.close()
+    assert not failed, result
+    pool = result['report']['pool_stats']
+    assert pool['max_connections'] == 30
+    assert pool['by_database']['victor'] >= 4
+    assert pool['used'] >= 4
+    assert pool['used_pct'] == round(100.0 * pool['used'] / (30 - pool['superuser_reserved_connections']), 2)
+
+
+@pytest.mark.parametrize('override, message', [
+    ({'conninfo': 'this is not a dsn', 'login_host': None, 'login_port': None}, 'invalid PostgreSQL connection string'),
+    ({'login_password': 'wrong'}, 'cannot connect to PostgreSQL: '),
+    ({'database': 'missing_db'}, 'cannot connect to PostgreSQL: '),
+    ({'operations': ['vacuum_db']}, 'value of operations must be one or more of'),
+    ({'operations': ['wal_checkpoint']}, "operation 'wal_checkpoint' is not supported for engine postgresql"),
+])
+def test_bad_input_fails_clearly(cluster, override, message, capsys):
+    args = _args(cluster, ['stats'])
+    args.update(override)
+    failed, result = run_module(args, capsys)
+    assert failed
+    assert message in result['msg']
+    assert VICTOR_PASSWORD not in json.dumps(result) and 'wrong' not in result['msg']

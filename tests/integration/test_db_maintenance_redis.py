@@ -1,0 +1,114 @@
+"""victor_db_maintenance against a real redis-server started on 127.0.0.1 (stopped by its pid)."""
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.victor.ops.plugins.modules import victor_db_maintenance
+
+redis = pytest.importorskip('redis')
+
+PASSWORD = 'cache-secret-pw'
+
+
+@pytest.fixture(scope='module', name='server')
+def server_fixture():
+    binary = shutil.which('redis-server')
+    if not binary:
+        pytest.skip('redis-server is not installed (apt-get install redis-server)')
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix='victor-redis-')
+    proc = subprocess.Popen([binary, '--bind', '127.0.0.1', '--port', str(port), '--save', '', '--appendonly', 'no',
+                             '--dir', workdir, '--requirepass', PASSWORD],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host='127.0.0.1', port=port, password=PASSWORD)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+    try:
+        yield {'port': port, 'client': client}
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_module(args, capsys, check_mode=False):
+    if check_mode:
+        args = dict(args, _ansible_check_mode=True)
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as exc:
+            victor_db_maintenance.main()
+    result = json.loads(capsys.readouterr().out)
+    return exc.value.code != 0 or bool(result.get('failed')), result
+
+
+def _args(server, operations, **extra):
+    args = {'engine': 'redis', 'login_host': '127.0.0.1', 'login_port': server['port'], 'login_password': PASSWORD,
+            'operations': operations, 'scan_count': 100}
+    args.update(extra)
+    return args
+
+
+def test_stats_hit_rate_and_keys(server, capsys):
+    client = server['client']
+    client.flushdb()
+    client.set('victor:cache:a', '1')
+    for _hit in range(3):
+        client.get('victor:cache:a')
+    client.get('victor:cache:missing')
+    before = client.info()
+    failed, result = run_module(_args(server, ['stats']), capsys)
+    assert not failed, result
+    stats = result['report']['stats']
+    assert stats['keys'] == 1
+    hits, misses = before['keyspace_hits'], before['keyspace_misses']
+    assert stats['keyspace_hits'] == hits and stats['keyspace_misses'] == misses
+    assert stats['hit_rate_pct'] == round(100.0 * hits / (hits + misses), 2)
+    assert stats['used_memory'] > 0 and stats['evicted_keys'] == 0
+    assert result['changed'] is False
+
+
+def test_clear_by_pattern_uses_scan_and_unlink(server, capsys):
+    client = server['client']
+    client.flushdb()
+    client.mset({'victor:cache:%d' % i: 'v' for i in range(1234)})
+    client.mset({'victor:session:%d' % i: 'v' for i in range(10)})
+    failed, result = run_module(_args(server, ['clear'], pattern='victor:cache:*'), capsys, check_mode=True)
+    assert not failed and result['changed'] is True
+    assert result['report']['clear']['would_remove'] == 1234
+    assert client.dbsize() == 1244
+    client.config_resetstat()
+    failed, result = run_module(_args(server, ['clear'], pattern='victor:cache:*'), capsys)
+    assert not failed and result['report']['clear']['removed'] == 1234
+    assert client.dbsize() == 10
+    commands = client.info('commandstats')
+    assert 'cmdstat_keys' not in commands and 'cmdstat_del' not in commands
+    assert commands['cmdstat_scan']['calls'] >= 1 and commands['cmdstat_unlink']['calls'] >= 13
+    failed, result = run_module(_args(server, ['clear'], pattern='victor:cache:*'), capsys)
+    assert not failed and result['changed'] is False
+
+
+@pytest.mark.parametrize('override, message', [
+    ({'operations': ['clear']}, 'clear needs a pattern'),
+    ({'login_password': 'wrong'}, 'cannot connect to Redis at 127.0.0.1'),
+])
+def test_bad_input(server, override, message, capsys):
+    failed, result = run_module(dict(_args(server, ['stats']), **override), capsys)
+    assert failed and message in result['msg']
+    assert PASSWORD not in json.dumps(result)
