@@ -292,10 +292,18 @@ def _quote_uri_path(path):
     return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
 
 
-def integrity_check(path):
-    """PRAGMA integrity_check on a database file (opened read-only). Returns list of lines."""
+def integrity_check(path, readonly=True):
+    """PRAGMA integrity_check on a database file. Returns the result lines (["ok"] when intact).
+
+    readonly=False is for restored files while the service is stopped: a read-write
+    connection that closes last removes the -wal/-shm it created, where a read-only one
+    would leave them behind (owned by whoever ran the check).
+    """
     try:
-        conn = sqlite3.connect("file:%s?mode=ro" % _quote_uri_path(path), uri=True)
+        if readonly:
+            conn = sqlite3.connect("file:%s?mode=ro" % _quote_uri_path(path), uri=True)
+        else:
+            conn = sqlite3.connect(path)
         try:
             return [row[0] for row in conn.execute("PRAGMA integrity_check").fetchall()]
         finally:
@@ -1201,7 +1209,11 @@ def check_databases(target, files):
     problems = []
     for path, record in sorted(files.items()):
         if record.get("kind") == "db" and record.get("engine", "sqlite") == "sqlite":
-            result = integrity_check(os.path.join(target, *path.split("/")))
+            full = os.path.join(target, *path.split("/"))
+            result = integrity_check(full, readonly=False)
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(full + suffix) and os.path.getsize(full + suffix) == 0:
+                    os.unlink(full + suffix)
             if result != ["ok"]:
                 problems.append("%s: %s" % (path, "; ".join(result[:3])))
     return problems
