@@ -1,0 +1,330 @@
+"""AWX configuration as data: job templates, surveys and schedules AWX would accept.
+
+No AWX server runs here, so the checks are the ones AWX and the playbooks would make:
+every job template's playbook exists in the project; every survey variable is an option
+of an argument spec the playbook validates (a role's meta/argument_specs.yml entry point
+it runs, or its own validate_argument_spec), with a compatible type; every schedule's
+rrule passes AWX's schedule validation (re-implemented from its serializer: DTSTART with a
+timezone, INTERVAL, no numbered BYDAY, ...) and dateutil's parser, and its next
+occurrences fall inside the maintenance window it declares, which the job template's
+timeout must not overrun. Finally the playbook itself passes --syntax-check and runs up
+to its first controller call.
+"""
+import datetime
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from dateutil import rrule as dateutil_rrule
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+VARS = yaml.safe_load((ROOT / "playbooks" / "vars" / "awx_configure.yml").read_text(encoding="utf-8"))
+TEMPLATES = VARS["victor_awx_job_templates"]
+SCHEDULES = VARS["victor_awx_schedules"]
+SURVEY_TYPES = {"text", "textarea", "password", "integer", "float", "multiplechoice", "multiselect"}
+WEEKDAYS = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"]
+ROLE_KEYS = ("ansible.builtin.include_role", "ansible.builtin.import_role", "include_role", "import_role")
+TASK_FILE_KEYS = ("ansible.builtin.include_tasks", "ansible.builtin.import_tasks", "include_tasks", "import_tasks")
+SPEC_KEYS = ("ansible.builtin.validate_argument_spec", "validate_argument_spec")
+
+
+def _tool(name):
+    found = shutil.which(name) or (str(BIN / name) if (BIN / name).exists() else None)
+    assert found, name
+    return found
+
+
+# ---------------------------------------------------------------- argument specs
+
+
+def _role_entry_options(role, entry):
+    name = role.split(".")[-1]
+    path = ROOT / "roles" / name / "meta" / "argument_specs.yml"
+    assert path.is_file(), "role %s has no meta/argument_specs.yml" % role
+    specs = yaml.safe_load(path.read_text(encoding="utf-8"))["argument_specs"]
+    assert entry in specs, "role %s has no argument spec for entry point %s" % (role, entry)
+    return specs[entry].get("options") or {}
+
+
+def _walk_tasks(tasks, base, options, seen):
+    for task in tasks or []:
+        for key in ("block", "rescue", "always"):
+            _walk_tasks(task.get(key), base, options, seen)
+        for key in ROLE_KEYS:
+            if key in task:
+                args = task[key]
+                entry = Path(args.get("tasks_from", "main")).stem
+                options.update(_role_entry_options(args["name"], entry))
+        for key in SPEC_KEYS:
+            if key in task and isinstance(task[key].get("argument_spec"), dict):
+                options.update(task[key]["argument_spec"])
+        for key in TASK_FILE_KEYS:
+            if key in task:
+                ref = task[key] if isinstance(task[key], str) else task[key].get("file")
+                path = (base / ref).resolve()
+                if "{{" not in str(ref) and path.is_file() and path not in seen:
+                    seen.add(path)
+                    _walk_tasks(yaml.safe_load(path.read_text(encoding="utf-8")), path.parent, options, seen)
+
+
+def playbook_options(playbook):
+    """Options of every argument spec the playbook validates (roles it runs, its own specs)."""
+    path = ROOT / playbook
+    options = {}
+    for play in yaml.safe_load(path.read_text(encoding="utf-8")):
+        if "import_playbook" in play or "ansible.builtin.import_playbook" in play:
+            ref = play.get("import_playbook") or play.get("ansible.builtin.import_playbook")
+            options.update(playbook_options(str((path.parent / ref).relative_to(ROOT))))
+            continue
+        for role in play.get("roles") or []:
+            name = role if isinstance(role, str) else role.get("role") or role.get("name")
+            options.update(_role_entry_options(name, "main"))
+        for key in ("pre_tasks", "tasks", "post_tasks", "handlers"):
+            _walk_tasks(play.get(key), path.parent, options, set())
+    return options
+
+
+# ---------------------------------------------------------------- AWX rrule rules
+
+
+def awx_rrule_errors(value):
+    """The checks of AWX's SchedulePreviewSerializer.validate_rrule, then dateutil parsing."""
+    errors = []
+    dtstarts = re.findall(r"DTSTART(;[^:]+)?:[0-9]+T[0-9]+Z?", value)
+    if not dtstarts:
+        errors.append("Valid DTSTART required in rrule")
+    if re.findall(r"DTSTART:[0-9]+T[0-9]+ ", value):
+        errors.append("DTSTART cannot be a naive datetime")
+    if len(dtstarts) > 1:
+        errors.append("Multiple DTSTART is not supported")
+    if "rrule:" not in value.lower():
+        errors.append("One or more rule required in rrule")
+    for forbidden in ("exdate:", "rdate:"):
+        if forbidden in value.lower():
+            errors.append("%s not allowed in rrule" % forbidden.upper().rstrip(":"))
+    for rule in re.findall(r"RULE:[^\s]*", value):
+        if "interval" not in rule.lower():
+            errors.append("INTERVAL required in rrule: " + rule)
+        elif "secondly" in rule.lower():
+            errors.append("SECONDLY is not supported: " + rule)
+        if re.match(r".*?BYDAY[:=][0-9]+[a-zA-Z]{2}", rule) or re.search(r"BYDAY=[^;]*[+-]?[0-9]+[A-Z]{2}", rule):
+            errors.append("BYDAY with numeric prefix not supported: " + rule)
+        if "COUNT" in rule and "UNTIL" in rule:
+            errors.append("RRULE may not contain both COUNT and UNTIL: " + rule)
+        count = re.search(r"COUNT=([0-9]+)", rule)
+        if count and int(count.group(1)) > 999:
+            errors.append("COUNT > 999 is unsupported: " + rule)
+    try:
+        dateutil_rrule.rrulestr(value.replace(" ", "\n"), forceset=True)
+    except (ValueError, TypeError) as exc:
+        errors.append("rrule parsing failed validation: %s" % exc)
+    return errors
+
+
+def _occurrences(value, count=24):
+    rule_set = dateutil_rrule.rrulestr(value.replace(" ", "\n"), forceset=True)
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    found = []
+    for occurrence in rule_set:
+        if occurrence >= start:
+            found.append(occurrence)
+        if len(found) == count:
+            break
+    return found
+
+
+@pytest.mark.parametrize("value, message", [
+    ("RRULE:FREQ=WEEKLY;INTERVAL=1;BYDAY=SU", "Valid DTSTART"),
+    ("DTSTART:20260104T020000 RRULE:FREQ=WEEKLY;INTERVAL=1;BYDAY=SU", "naive"),
+    ("DTSTART:20260104T020000Z RRULE:FREQ=WEEKLY;BYDAY=SU", "INTERVAL required"),
+    ("DTSTART:20260103T020000Z RRULE:FREQ=MONTHLY;INTERVAL=1;BYDAY=1SA", "numeric prefix"),
+    ("DTSTART:20260103T020000Z RRULE:FREQ=DAILY;INTERVAL=1;COUNT=1000", "COUNT > 999"),
+    ("DTSTART:20260103T020000Z RRULE:FREQ=SECONDLY;INTERVAL=1", "SECONDLY"),
+    ("DTSTART:20260103T020000Z", "One or more rule"),
+])
+def test_rrule_checker_rejects_what_awx_rejects(value, message):
+    assert any(message in error for error in awx_rrule_errors(value)), awx_rrule_errors(value)
+
+
+@pytest.mark.parametrize("value", [
+    "DTSTART:20260104T020000Z RRULE:FREQ=WEEKLY;INTERVAL=1;BYDAY=SU",
+    "DTSTART:20260103T020000Z RRULE:FREQ=MONTHLY;INTERVAL=1;BYDAY=SA;BYSETPOS=1",
+    "DTSTART;TZID=Europe/Berlin:20260101T070000 RRULE:FREQ=DAILY;INTERVAL=1",
+])
+def test_rrule_checker_accepts_what_awx_accepts(value):
+    assert awx_rrule_errors(value) == []
+
+
+# ---------------------------------------------------------------- job templates
+
+
+def test_template_names_unique_and_playbooks_exist():
+    names = [t["name"] for t in TEMPLATES]
+    assert len(names) == len(set(names))
+    for template in TEMPLATES:
+        path = ROOT / template["playbook"]
+        assert path.is_file(), "%s: %s does not exist" % (template["name"], template["playbook"])
+        plays = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert isinstance(plays, list) and all("hosts" in p or "import_playbook" in p for p in plays), path
+
+
+def test_templates_cover_every_operation_playbook_present():
+    """When an operations playbook exists, AWX gets a job template for it."""
+    wanted = ["deploy.yml", "rollback.yml", "restore.yml", "daily_health_check.yml",
+              "weekly_maintenance.yml", "monthly_maintenance.yml"]
+    templated = {Path(t["playbook"]).name for t in TEMPLATES}
+    for name in wanted:
+        if (ROOT / "playbooks" / name).is_file():
+            assert name in templated, "playbooks/%s has no job template" % name
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=[t["name"] for t in TEMPLATES])
+def test_survey_variables_are_validated_options_of_the_playbook(template):
+    options = playbook_options(template["playbook"])
+    survey = template.get("survey") or []
+    variables = [q["variable"] for q in survey]
+    assert len(variables) == len(set(variables)), "duplicate survey variable"
+    for question in survey:
+        var = question["variable"]
+        assert var in options, "%s: survey variable %s is not an option the playbook validates" % (template["name"], var)
+        spec = options[var]
+        kind = question["type"]
+        assert kind in SURVEY_TYPES
+        assert question["question_name"] and isinstance(question["required"], bool)
+        spec_type = spec.get("type", "str")
+        if kind == "integer":
+            assert spec_type == "int", var
+        elif kind == "float":
+            assert spec_type == "float", var
+        elif kind == "multiselect":
+            assert spec_type == "list", var
+        else:
+            assert spec_type in ("str", "path", "raw", "bool"), (var, spec_type)
+        if spec.get("no_log"):
+            assert kind == "password", "%s is no_log in the spec; ask it as a password" % var
+        if kind in ("multiplechoice", "multiselect"):
+            choices = question["choices"]
+            assert isinstance(choices, list) and choices
+            if "choices" in spec:
+                assert set(str(c) for c in choices) <= set(str(c) for c in spec["choices"]), var
+            if question.get("default") not in (None, ""):
+                assert all(d in choices for d in str(question["default"]).split("\n")), var
+        if kind in ("text", "textarea", "password") and question.get("default"):
+            assert question.get("min", 0) <= len(question["default"]) <= question.get("max", 1024), var
+        if spec.get("required"):
+            assert question["required"], "%s is required by the spec; the survey must require it" % var
+
+
+def test_playbook_option_discovery_sees_roles_and_own_specs():
+    """The helper above must actually find options, or the survey test proves nothing."""
+    assert "victor_deploy_version" in playbook_options("playbooks/deploy.yml")
+    assert "victor_awx_job_templates" in playbook_options("playbooks/awx_configure.yml")
+    assert "no_such_variable" not in playbook_options("playbooks/deploy.yml")
+
+
+# ---------------------------------------------------------------- schedules
+
+
+def test_schedules_target_defined_templates():
+    names = {t["name"] for t in TEMPLATES}
+    for schedule in SCHEDULES:
+        assert schedule["job_template"] in names, schedule["name"]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=[s["name"] for s in SCHEDULES])
+def test_schedule_rrule_is_accepted_by_awx(schedule):
+    assert awx_rrule_errors(schedule["rrule"]) == []
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=[s["name"] for s in SCHEDULES])
+def test_schedule_runs_inside_its_window(schedule):
+    window = schedule["window"]
+    start_h, start_m = (int(x) for x in window["start"].split(":"))
+    end_h, end_m = (int(x) for x in window["end"].split(":"))
+    occurrences = _occurrences(schedule["rrule"])
+    assert len(occurrences) == 24
+    for when in occurrences:
+        when = when.astimezone(datetime.timezone.utc)
+        assert (when.hour, when.minute) == (start_h, start_m), when
+        if "weekday" in window:
+            assert WEEKDAYS[when.weekday()] == window["weekday"], when
+        if window.get("first_in_month"):
+            assert when.day <= 7, when
+    template = next(t for t in TEMPLATES if t["name"] == schedule["job_template"])
+    window_seconds = ((end_h * 60 + end_m) - (start_h * 60 + start_m)) * 60
+    assert 0 < template.get("timeout", 0) <= window_seconds, "the job must be stopped inside its window"
+
+
+def test_seed_schedules_present_for_existing_playbooks():
+    """Seed 004: weekly Sunday 02:00-04:00 UTC, monthly first Saturday 02:00 UTC; seed 000: morning health."""
+    by_playbook = {}
+    for schedule in SCHEDULES:
+        template = next(t for t in TEMPLATES if t["name"] == schedule["job_template"])
+        by_playbook[Path(template["playbook"]).name] = schedule
+    expected = {
+        "weekly_maintenance.yml": ("FREQ=WEEKLY;INTERVAL=1;BYDAY=SU", "T020000Z"),
+        "monthly_maintenance.yml": ("FREQ=MONTHLY;INTERVAL=1;BYDAY=SA;BYSETPOS=1", "T020000Z"),
+        "daily_health_check.yml": ("FREQ=DAILY;INTERVAL=1", None),
+    }
+    for playbook, (rule, start) in expected.items():
+        if not (ROOT / "playbooks" / playbook).is_file():
+            continue
+        assert playbook in by_playbook, "playbooks/%s has no schedule" % playbook
+        value = by_playbook[playbook]["rrule"]
+        assert value.endswith("RRULE:" + rule), value
+        if start:
+            assert start in value, value
+        else:
+            hour = _occurrences(value, 1)[0].hour
+            assert 5 <= hour <= 9, "daily health runs in the morning (UTC), not at %d:00" % hour
+
+
+def test_monthly_rule_means_first_saturday():
+    """The exact rule AWX needs for "first Saturday", checked against the calendar."""
+    occurrences = _occurrences("DTSTART:20260103T020000Z RRULE:FREQ=MONTHLY;INTERVAL=1;BYDAY=SA;BYSETPOS=1", 12)
+    assert [o.date() for o in occurrences][:3] == [datetime.date(2026, 1, 3), datetime.date(2026, 2, 7), datetime.date(2026, 3, 7)]
+    assert all(o.weekday() == 5 and o.day <= 7 for o in occurrences)
+
+
+# ---------------------------------------------------------------- the playbook
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env.update({"ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "0"})
+    env.pop("CONTROLLER_HOST", None)
+    env.pop("CONTROLLER_OAUTH_TOKEN", None)
+    env.update(extra)
+    return env
+
+
+def test_awx_configure_syntax_check():
+    result = subprocess.run([_tool("ansible-playbook"), "--syntax-check", str(ROOT / "playbooks" / "awx_configure.yml")],
+                            capture_output=True, text=True, env=_env(), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_awx_configure_validates_then_needs_a_controller():
+    """Without a controller it stops at the assert with a clear message."""
+    result = subprocess.run([_tool("ansible-playbook"), str(ROOT / "playbooks" / "awx_configure.yml")],
+                            capture_output=True, text=True, env=_env(), check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "ok: [localhost]" in result.stdout  # the argument spec validation passed
+    assert "Set CONTROLLER_HOST and CONTROLLER_OAUTH_TOKEN" in result.stdout
+
+
+def test_awx_configure_reaches_the_controller_api():
+    """With a controller set it gets past validation and calls the API (a closed local port)."""
+    result = subprocess.run([_tool("ansible-playbook"), str(ROOT / "playbooks" / "awx_configure.yml")],
+                            capture_output=True, text=True, check=False,
+                            env=_env(CONTROLLER_HOST="http://127.0.0.1:9", CONTROLLER_OAUTH_TOKEN="not-a-token"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "TASK [Create the organization]" in result.stdout
+    assert "127.0.0.1" in result.stdout
+    assert "not-a-token" not in result.stdout
