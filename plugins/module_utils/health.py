@@ -25,13 +25,9 @@ import time
 
 from concurrent.futures import ThreadPoolExecutor
 
-try:
-    from urllib.parse import quote, urlsplit
-    from urllib.request import HTTPSHandler, ProxyHandler, Request, build_opener
-    from urllib.error import HTTPError, URLError
-except ImportError:  # pragma: no cover - Python 2 is not supported by this collection
-    quote = urlsplit = HTTPSHandler = ProxyHandler = Request = build_opener = None
-    HTTPError = URLError = Exception
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote, urlsplit
+from urllib.request import HTTPSHandler, ProxyHandler, Request, build_opener
 
 OK, WARN, CRIT, UNKNOWN = 'ok', 'warn', 'crit', 'unknown'
 HEALTHY, DEGRADED, UNHEALTHY = 'healthy', 'degraded', 'unhealthy'
@@ -478,6 +474,8 @@ def check_log(path, window_minutes=None, last_lines=None, patterns=None, warn_co
     name = 'log:%s' % path
     threshold = {'warn': warn_count, 'crit': crit_count}
     regexes = [re.compile(p) for p in (patterns or [DEFAULT_LOG_PATTERN])]
+    if os.path.exists(path) and not os.path.isfile(path):
+        return result(name, UNKNOWN, None, threshold, 'log %s is not a regular file' % path), []
     try:
         lines = _tail_lines(path, max_bytes)
     except FileNotFoundError:
@@ -558,6 +556,8 @@ def check_sqlite(path, missing_ok=False, timeout=5.0):
         if missing_ok:
             return result(name, OK, 'absent', 'ok', 'database %s does not exist yet (missing_ok)' % path)
         return result(name, CRIT, 'absent', 'ok', 'database %s does not exist' % path)
+    if not os.path.isfile(path):
+        return result(name, CRIT, None, 'ok', '%s is not a regular file' % path)
     connection = None
     try:
         connection = sqlite3.connect('file:%s?mode=ro' % quote(os.path.abspath(path)), uri=True, timeout=timeout)

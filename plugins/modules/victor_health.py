@@ -23,14 +23,17 @@ description:
     runs; use it on the controller with C(delegate_to=localhost) and C(run_once=true).
   - The module only reads. It never reports C(changed) and runs the same in check mode.
 author:
-  - victor.ops contributors
+  - victor.ops maintainers (@victor-ops)
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The checks only read, so check mode runs them unchanged.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
 options:
   http:
@@ -299,10 +302,10 @@ requirements:
   - psycopg (3) on the managed node, only for O(postgres).
 notes:
   - SQLite databases are opened with C(mode=ro); the check never creates or writes a file.
+  - The role C(victor.ops.victor_health) runs this module on every Victor host and writes
+    JSON, Markdown and Prometheus reports on the controller.
 seealso:
   - module: ansible.builtin.uri
-  - role: victor.ops.victor_health
-    description: Runs this module on every Victor host and writes JSON, Markdown and Prometheus reports.
 """
 
 EXAMPLES = r"""
@@ -436,8 +439,22 @@ from ansible_collections.victor.ops.plugins.module_utils.health import (
 )
 
 
+def _fail_unparseable(spec, error):
+    """ansible-core's validation raises on some wrong shapes (``http: false``); fail clearly instead."""
+    raw_spec = dict((name, dict(type='raw', no_log=name in ('http', 'postgres', 'fleet'))) for name in spec)
+    module = AnsibleModule(argument_spec=raw_spec, supports_check_mode=True)
+    wrong = sorted(name for name, option in spec.items()
+                   if option.get('type') == 'dict' and module.params.get(name) is not None and not isinstance(module.params[name], dict))
+    module.fail_json(msg='invalid arguments (%s): %s' % (
+        ('these options must be mappings: %s' % ', '.join(wrong)) if wrong else 'a value has the wrong type', error))
+
+
 def main():
-    module = AnsibleModule(argument_spec=health_argument_spec(), supports_check_mode=True)
+    spec = health_argument_spec()
+    try:
+        module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:
+        _fail_unparseable(spec, '%s: %s' % (type(exc).__name__, exc))
     params = module.params
     checks_requested = [k for k in ('http', 'service', 'disk', 'memory', 'log', 'backup', 'sqlite', 'postgres', 'fleet') if params.get(k)]
     if params.get('http') and not params['http'].get('url') and not params.get('fleet'):
