@@ -1,0 +1,150 @@
+"""victor_health against a real victor-ai: reports of the converge run, then failure cases.
+
+Order matters: the report tests read what converge wrote (Victor healthy); later tests
+break one thing at a time (unit stopped, disk threshold, planted log errors) and restore it.
+"""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+HOST = 'victor-ops-victor_health'
+LOG = '/var/lib/victor/.victor/logs/victor.log'
+EPHEMERAL = os.environ['MOLECULE_EPHEMERAL_DIRECTORY']
+INVENTORY = os.environ['MOLECULE_INVENTORY_FILE']
+PLAYBOOK = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'playbooks', 'daily_health_check.yml')
+BASE_ARGS = {
+    'http': {'url': 'http://127.0.0.1:8765', 'paths': ['/health', '/status'], 'expected_version': '0.9.5', 'timeout': 5},
+    'service': {'name': 'victor-api'},
+    'disk': {'paths': ['/', '/var/lib/victor']},
+    'memory': {},
+    'log': {'path': LOG, 'window_minutes': 60},
+    'sqlite': {'paths': ['/var/lib/victor/.victor/cache/cache-v2.sqlite3', '/var/lib/victor/.victor/victor.db'], 'missing_ok': True},
+    'backup': {'path': '/var/backups/victor'},
+    'fail_on': 'never',
+}
+
+
+def _health(host, **override):
+    args = dict(BASE_ARGS, **override)
+    return host.ansible('victor.ops.victor_health', json.dumps(args), check=False)
+
+
+def _checks(result):
+    return dict((c['name'], c) for c in result['checks'])
+
+
+def _newest(pattern):
+    files = sorted(glob.glob(os.path.join(EPHEMERAL, 'reports', pattern)))
+    assert files, 'no report matching %s' % pattern
+    return files[-1]
+
+
+def _wait_healthy(host, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if host.run('curl -sf --max-time 2 http://127.0.0.1:8765/health').rc == 0:
+            return
+        time.sleep(1)
+    pytest.fail('victor-api did not become healthy again')
+
+
+# --------------------------------------------------------------- reports of the converge run
+
+def test_json_report_says_healthy():
+    report = json.loads(open(_newest('victor-health-*.json')).read())
+    assert report['status'] == 'healthy', report
+    entry = report['hosts'][HOST]
+    assert entry['status'] == 'healthy'
+    assert entry['failed_checks'] == []
+    checks = _checks(entry)
+    assert checks['http:/health']['value'] == 200
+    assert checks['version:/health']['value'] == '0.9.5'
+    assert checks['service:victor-api']['value'] == 'active'
+    assert checks['backup:/var/backups/victor']['status'] == 'ok'
+    assert checks['sqlite:/var/lib/victor/.victor/cache/cache-v2.sqlite3']['value'] == 'ok'
+    assert checks['latency:/health']['value'] < 2000
+
+
+def test_markdown_report_has_one_line_per_host():
+    text = open(_newest('victor-health-*.md')).read()
+    assert 'Overall: **healthy**' in text
+    assert '| %s | healthy |' % HOST in text
+
+
+def test_prometheus_textfile():
+    path = os.path.join(EPHEMERAL, 'textfile', 'victor_health.prom')
+    text = open(path).read()
+    assert 'victor_health_status{host="%s"} 0\n' % HOST in text
+    assert 'victor_health_check_status{host="%s",check="service:victor-api"} 0\n' % HOST in text
+    promtool = shutil.which('promtool')
+    if promtool:  # tests/host-packages.txt installs prometheus; the format check then runs
+        with open(path) as stream:
+            check = subprocess.run([promtool, 'check', 'metrics'], stdin=stream, capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+# --------------------------------------------------------------- the module on the live host
+
+def test_module_healthy_and_unchanged(host):
+    result = _health(host)
+    assert result['status'] == 'healthy', result['failed_checks']
+    assert result['changed'] is False
+
+
+def test_disk_threshold_degrades(host):
+    result = _health(host, disk={'paths': ['/var/lib/victor'], 'warn_percent': 0.1, 'crit_percent': 100})
+    assert result['status'] == 'degraded'
+    assert result['failed_checks'] == ['disk:/var/lib/victor']
+    assert _checks(result)['disk:/var/lib/victor']['status'] == 'warn'
+    failing = _health(host, disk={'paths': ['/var/lib/victor'], 'warn_percent': 0.1, 'crit_percent': 100}, fail_on='degraded')
+    assert failing.get('failed') is True
+
+
+def test_planted_errors_are_counted_and_shown(host):
+    size = int(host.check_output('stat -c %%s %s', LOG))
+    stamp = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+    lines = ['%s,000 - victor-test - victor.providers - ERROR - planted provider failure %d' % (stamp, i) for i in range(3)]
+    lines.append('Traceback (most recent call last):')
+    try:
+        host.check_output("printf '%%s\\n' %s >> %s", ' '.join("'%s'" % line for line in lines), LOG)
+        result = _health(host)
+        check = _checks(result)['log:%s' % LOG]
+        assert check['value'] == 4
+        assert check['status'] == 'warn'
+        assert result['status'] == 'degraded'
+        assert result['log_lines'][-1] == 'Traceback (most recent call last):'
+        assert 'planted provider failure 2' in result['log_lines'][-2]
+    finally:
+        host.check_output('truncate -s %d %s', size, LOG)
+
+
+def test_stopped_unit_is_unhealthy(host):
+    host.check_output('systemctl stop victor-api')
+    try:
+        result = _health(host)
+        assert result['status'] == 'unhealthy'
+        checks = _checks(result)
+        assert checks['service:victor-api']['status'] == 'crit'
+        assert checks['service:victor-api']['value'] in ('inactive', 'failed')
+        assert checks['http:/health']['status'] == 'crit'
+        assert 'Connection refused' in checks['http:/health']['message']
+        assert {'service:victor-api', 'http:/health', 'http:/status'} <= set(result['failed_checks'])
+
+        before = set(glob.glob(os.path.join(EPHEMERAL, 'reports', '*.json')))
+        time.sleep(1.1)  # the report names carry the second
+        run = subprocess.run(['ansible-playbook', '-i', os.path.dirname(INVENTORY), PLAYBOOK], capture_output=True, text=True, timeout=300)
+        assert run.returncode != 0, run.stdout[-2000:]
+        assert 'hosts are unhealthy' in run.stdout
+        new = sorted(set(glob.glob(os.path.join(EPHEMERAL, 'reports', '*.json'))) - before)
+        assert len(new) == 1
+        report = json.loads(open(new[0]).read())
+        assert report['status'] == 'unhealthy'
+        assert 'service:victor-api' in report['hosts'][HOST]['failed_checks']
+    finally:
+        host.check_output('systemctl start victor-api')
+        _wait_healthy(host)
