@@ -1,0 +1,84 @@
+"""victor_logrotate: the rendered logrotate file is what the seed asks for and logrotate -d accepts it."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "victor_logrotate"
+
+
+def _trusted(value):
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, list):
+        return [_trusted(item) for item in value]
+    return value
+
+
+def _render(**overrides):
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text(encoding="utf-8"))
+    variables = {key: _trusted(value) for key, value in defaults.items()}
+    variables.update(overrides)
+    variables["ansible_managed"] = "managed"
+    templar = Templar(loader=DataLoader(), variables=variables)
+    return templar.template(trust_as_template((ROLE / "templates" / "victor-ai.logrotate.j2").read_text(encoding="utf-8")))
+
+
+def _directives(conf):
+    body = conf.split("{", 1)[1].rsplit("}", 1)[0]
+    return [line.strip() for line in body.splitlines() if line.strip()]
+
+
+def test_seed_policy_with_copytruncate_and_freeze():
+    conf = _render()
+    header = [line for line in conf.splitlines() if line.endswith("{")][0]
+    assert header == "/var/lib/victor/.victor/logs/*.log /var/lib/victor/.victor/logs/usage.jsonl {"
+    directives = _directives(conf)
+    for directive in ("su victor victor", "daily", "rotate 30", "maxsize 5M", "missingok", "notifempty",
+                      "compress", "delaycompress", "dateext", "copytruncate", "sharedscripts"):
+        assert directive in directives, directive
+    # the seed's postrotate command does not exist in Victor 0.9
+    assert "victor api reload" not in conf
+    # "create" would be ignored with copytruncate; the mode is kept from the live file
+    assert not any(d.startswith("create") for d in directives)
+    prerotate = directives[directives.index("prerotate") + 1]
+    postrotate = directives[directives.index("postrotate") + 1]
+    assert prerotate == "/usr/local/sbin/victor-logrotate-freeze stop victor-api 30"
+    assert postrotate == "/usr/local/sbin/victor-logrotate-freeze cont victor-api"
+
+
+def test_without_freeze_there_are_no_scripts():
+    directives = _directives(_render(victor_logrotate_freeze=False))
+    assert "copytruncate" in directives
+    assert "prerotate" not in directives and "postrotate" not in directives
+
+
+def test_rotated_names_cannot_collide_with_victors_own_rotation():
+    # Victor's RotatingFileHandler renames victor.log to victor.log.1 .. .5 at 10 MB
+    directives = _directives(_render())
+    assert "dateformat -%Y%m%d-%s" in directives
+
+
+@pytest.mark.skipif(shutil.which("logrotate") is None and not Path("/usr/sbin/logrotate").exists(),
+                    reason="logrotate is installed by tests/host-packages.txt")
+@pytest.mark.parametrize("overrides, valid", [
+    ({}, True),
+    ({"victor_logrotate_maxsize": "lots"}, False),
+])
+def test_logrotate_debug_accepts_the_file_and_rejects_a_broken_one(tmp_path, overrides, valid):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "victor.log").write_text("line\n", encoding="utf-8")
+    overrides.update(victor_logrotate_log_dir=str(logs), victor_logrotate_user="root", victor_logrotate_group="root")
+    conf = tmp_path / "victor-ai"
+    conf.write_text(_render(**overrides), encoding="utf-8")
+    conf.chmod(0o644)
+    binary = shutil.which("logrotate") or "/usr/sbin/logrotate"
+    proc = subprocess.run([binary, "-d", "--state", str(tmp_path / "state"), str(conf)],
+                          capture_output=True, text=True, check=False)
+    output = proc.stdout + proc.stderr
+    assert (proc.returncode == 0 and "error:" not in output) is valid, output
