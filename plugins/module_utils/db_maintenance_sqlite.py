@@ -263,7 +263,22 @@ def run_operations(path, operations, busy_timeout=5.0, check_mode=False, vacuum_
             results['stats_after'] = stats(conn, path, busy_timeout, row_counts)
     finally:
         conn.close()
+        match_owner(path)
     return changed, results
+
+
+def match_owner(path):
+    """When run as root, give -wal/-shm files the database's owner, so Victor (another user) can still write."""
+    if os.geteuid() != 0 or not os.path.exists(path):
+        return
+    info = os.stat(path)
+    for suffix in ('-wal', '-shm'):
+        try:
+            extra = os.stat(path + suffix)
+        except OSError:
+            continue
+        if (extra.st_uid, extra.st_gid) != (info.st_uid, info.st_gid):
+            os.chown(path + suffix, info.st_uid, info.st_gid)
 
 
 def _one(conn, path, operation, busy_timeout, check_mode, vacuum_mode, min_fragmentation, row_counts, results):

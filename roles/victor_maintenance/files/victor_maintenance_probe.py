@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+# Copyright: victor.ops contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Read-only probes for the victor_maintenance role, run on the Victor host with its python3.
+
+Subcommands print one JSON document:
+  logs DIR DAYS                 entries per severity over the last DAYS days, top error messages
+  latency URL COUNT TIMEOUT     GET URL COUNT times: p50/p95/max in milliseconds, failures
+  capacity [--previous=JSON] NAME=PATH...
+                                filesystem of the first path, size of each path (file or tree),
+                                growth since the previous report's {time, sizes}
+  permissions MODE:PATH...      files/dirs whose mode allows more than MODE (or unexpected owners)
+Only the standard library is used; nothing is written.
+"""
+import datetime
+import json
+import os
+import re
+import stat
+import sys
+import time
+import urllib.request
+from collections import Counter
+
+STAMP = re.compile(r'^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})')
+LEVEL = re.compile(r'\b(CRITICAL|ERROR|WARNING|WARN|INFO|DEBUG)\b')
+NUMBERS = re.compile(r'\b\d+(\.\d+)?\b|0x[0-9a-f]+')
+LOG_NAME = re.compile(r'\.log(\.\d+)?$')
+
+
+def logs(directory, days):
+    cutoff = datetime.datetime.now() - datetime.timedelta(days=float(days))
+    counts = Counter({'CRITICAL': 0, 'ERROR': 0, 'WARNING': 0, 'INFO': 0, 'DEBUG': 0})
+    errors = Counter()
+    files = []
+    first = last = None
+    if os.path.isdir(directory):
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            if not (os.path.isfile(path) and LOG_NAME.search(name)):
+                continue
+            if datetime.datetime.fromtimestamp(os.path.getmtime(path)) < cutoff:
+                continue
+            files.append(path)
+            with open(path, 'r', encoding='utf-8', errors='replace') as handle:
+                for line in handle:
+                    match = STAMP.match(line)
+                    if not match:
+                        continue
+                    when = datetime.datetime.strptime('%s %s' % match.groups(), '%Y-%m-%d %H:%M:%S')
+                    if when < cutoff:
+                        continue
+                    rest = line[match.end():]
+                    level = LEVEL.search(rest)
+                    severity = level.group(1) if level else 'INFO'
+                    severity = 'WARNING' if severity == 'WARN' else severity
+                    counts[severity] += 1
+                    first = min(first, when) if first else when
+                    last = max(last, when) if last else when
+                    if severity in ('ERROR', 'CRITICAL'):
+                        message = rest[level.end():].strip(' -:\n') if level else rest.strip(' -:\n')
+                        errors[NUMBERS.sub('N', message)[:200]] += 1
+    return {'directory': directory, 'window_days': float(days), 'files': files, 'counts': dict(counts),
+            'total': sum(counts.values()), 'first': first.isoformat() if first else None,
+            'last': last.isoformat() if last else None,
+            'top_errors': [{'message': m, 'count': c} for m, c in errors.most_common(10)]}
+
+
+def _percentile(values, pct):
+    ordered = sorted(values)
+    index = max(0, int(round(pct / 100.0 * len(ordered) + 0.5)) - 1)
+    return round(ordered[min(index, len(ordered) - 1)], 2)
+
+
+def latency(url, count, timeout):
+    timings, failures = [], []
+    for _attempt in range(int(count)):
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(url, timeout=float(timeout)) as answer:  # nosec - loopback URL given by the role
+                answer.read()
+                if answer.status != 200:
+                    failures.append('HTTP %d' % answer.status)
+                    continue
+        except (OSError, ValueError) as exc:
+            failures.append(str(exc))
+            continue
+        timings.append((time.monotonic() - started) * 1000.0)
+    result = {'url': url, 'requests': int(count), 'ok': len(timings), 'failed': len(failures), 'errors': failures[:5]}
+    if timings:
+        result.update(p50_ms=_percentile(timings, 50), p95_ms=_percentile(timings, 95), max_ms=round(max(timings), 2),
+                      mean_ms=round(sum(timings) / len(timings), 2))
+    return result
+
+
+def _size(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    total = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def capacity(pairs):
+    previous = None
+    if pairs and pairs[0].startswith('--previous='):
+        previous = json.loads(pairs[0][len('--previous='):] or 'null')
+        pairs = pairs[1:]
+    result = _capacity(pairs)
+    result['growth'] = _growth(result, previous)
+    return result
+
+
+def _growth(current, previous):
+    """Bytes grown per path since the previous report, and the same scaled to 30 days."""
+    if not previous or not previous.get('sizes'):
+        return {'previous': None, 'bytes': {}, 'bytes_per_30_days': {}, 'days': None}
+    then = datetime.datetime.strptime(previous['time'], '%Y-%m-%dT%H:%M:%SZ')
+    days = max((datetime.datetime.utcnow() - then).total_seconds() / 86400.0, 1e-6)
+    grown, monthly = {}, {}
+    for name, size in current['sizes'].items():
+        before = previous['sizes'].get(name)
+        if isinstance(size, int) and isinstance(before, int):
+            grown[name] = size - before
+            monthly[name] = int(round((size - before) * 30.0 / days))
+    return {'previous': previous['time'], 'days': round(days, 3), 'bytes': grown, 'bytes_per_30_days': monthly}
+
+
+def _capacity(pairs):
+    items = [pair.split('=', 1) for pair in pairs]
+    sizes = {name: (_size(path) if os.path.exists(path) else None) for name, path in items}
+    first = items[0][1]
+    while not os.path.exists(first):
+        first = os.path.dirname(first) or '/'
+    vfs = os.statvfs(first)
+    total = vfs.f_blocks * vfs.f_frsize
+    free = vfs.f_bavail * vfs.f_frsize
+    used = total - vfs.f_bfree * vfs.f_frsize
+    return {'filesystem': {'path': first, 'total_bytes': total, 'used_bytes': used, 'free_bytes': free,
+                           'used_pct': round(100.0 * used / total, 2) if total else None},
+            'sizes': sizes, 'paths': dict(items)}
+
+
+def _check(path, allowed, findings):
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    extra = mode & ~allowed & 0o777
+    if extra:
+        findings.append({'path': path, 'mode': '%04o' % mode, 'allowed': '%04o' % allowed,
+                         'problem': 'mode %04o allows more than %04o' % (mode, allowed)})
+
+
+def permissions(specs):
+    findings, checked, missing = [], 0, []
+    for spec in specs:
+        mode, path = spec.split(':', 1)
+        allowed = int(mode, 8)
+        if not os.path.exists(path):
+            missing.append(path)
+            continue
+        if os.path.isdir(path) and allowed & 0o100 == 0:
+            for root, _dirs, names in os.walk(path):
+                for name in names:
+                    checked += 1
+                    _check(os.path.join(root, name), allowed, findings)
+        else:
+            checked += 1
+            _check(path, allowed, findings)
+    return {'checked': checked, 'findings': findings, 'missing': missing}
+
+
+def main(argv):
+    command, args = argv[1], argv[2:]
+    if command == 'logs':
+        result = logs(args[0], args[1])
+    elif command == 'latency':
+        result = latency(args[0], args[1], args[2])
+    elif command == 'capacity':
+        result = capacity(args)
+    elif command == 'permissions':
+        result = permissions(args)
+    else:
+        sys.stderr.write('unknown probe %s\n' % command)
+        return 2
+    sys.stdout.write(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))
