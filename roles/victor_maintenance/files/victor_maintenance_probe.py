@@ -14,6 +14,7 @@ Only the standard library is used; nothing is written.
 """
 import datetime
 import json
+import math
 import os
 import re
 import stat
@@ -68,7 +69,7 @@ def logs(directory, days):
 
 def _percentile(values, pct):
     ordered = sorted(values)
-    index = max(0, int(round(pct / 100.0 * len(ordered) + 0.5)) - 1)
+    index = max(0, int(math.ceil(pct / 100.0 * len(ordered))) - 1)  # nearest rank
     return round(ordered[min(index, len(ordered) - 1)], 2)
 
 

@@ -1,0 +1,107 @@
+"""The read-only probes the victor_maintenance role runs on the Victor host."""
+import datetime
+import http.server
+import importlib.util
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+PROBE = Path(__file__).resolve().parents[2] / 'roles' / 'victor_maintenance' / 'files' / 'victor_maintenance_probe.py'
+SPEC = importlib.util.spec_from_file_location('victor_maintenance_probe', str(PROBE))
+probe = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(probe)
+
+
+def _stamp(hours_ago):
+    return (datetime.datetime.now() - datetime.timedelta(hours=hours_ago)).strftime('%Y-%m-%d %H:%M:%S')
+
+
+def test_logs_counts_severities_inside_the_window_only(tmp_path):
+    (tmp_path / 'victor.log').write_text('\n'.join([
+        '%s,001 - victor.api - ERROR - provider timeout after 30 s' % _stamp(1),
+        '%s,002 - victor.api - ERROR - provider timeout after 45 s' % _stamp(2),
+        'Traceback (most recent call last):',
+        '%s,003 - victor.tools - WARNING - slow tool selection' % _stamp(3),
+        '%s,004 - victor.api - CRITICAL - database unavailable' % _stamp(4),
+        '%s,005 - victor.api - INFO - started' % _stamp(5),
+        '%s,006 - victor.api - ERROR - ancient error' % _stamp(24 * 10),
+    ]) + '\n')
+    (tmp_path / 'notes.txt').write_text('%s - ERROR - not a log file\n' % _stamp(1))
+    old = tmp_path / 'victor.log.1'
+    old.write_text('%s - ERROR - rotated long ago\n' % _stamp(1))
+    os.utime(old, (time.time() - 30 * 86400,) * 2)
+    result = probe.logs(str(tmp_path), 7)
+    assert result['counts'] == {'CRITICAL': 1, 'ERROR': 2, 'WARNING': 1, 'INFO': 1, 'DEBUG': 0}
+    assert result['files'] == [str(tmp_path / 'victor.log')]
+    assert result['top_errors'][0] == {'message': 'provider timeout after N s', 'count': 2}
+
+
+def test_logs_of_a_missing_directory_are_empty(tmp_path):
+    assert probe.logs(str(tmp_path / 'absent'), 7)['total'] == 0
+
+
+def test_capacity_growth_against_the_previous_report(tmp_path):
+    (tmp_path / 'db').write_bytes(b'x' * 3000)
+    (tmp_path / 'logs').mkdir()
+    (tmp_path / 'logs' / 'a.log').write_bytes(b'y' * 500)
+    then = (datetime.datetime.utcnow() - datetime.timedelta(days=15)).strftime('%Y-%m-%dT%H:%M:%SZ')
+    previous = json.dumps({'time': then, 'sizes': {'db': 1000, 'logs': 500, 'gone': 7}})
+    result = probe.capacity(['--previous=' + previous, 'db=%s' % (tmp_path / 'db'), 'logs=%s' % (tmp_path / 'logs'),
+                             'missing=%s' % (tmp_path / 'nope')])
+    assert result['sizes'] == {'db': 3000, 'logs': 500, 'missing': None}
+    assert result['growth']['bytes'] == {'db': 2000, 'logs': 0}
+    assert result['growth']['bytes_per_30_days']['db'] == pytest.approx(4000, rel=0.01)
+    assert result['growth']['previous'] == then
+    assert 0 < result['filesystem']['used_pct'] <= 100
+    assert probe.capacity(['--previous={}', 'db=%s' % (tmp_path / 'db')])['growth']['previous'] is None
+
+
+def test_permissions_findings(tmp_path):
+    env = tmp_path / 'victor.env'
+    env.write_text('SECRET=1\n')
+    os.chmod(env, 0o644)
+    backups = tmp_path / 'backups'
+    backups.mkdir()
+    (backups / 'ok.tar.zst').write_text('a')
+    os.chmod(backups / 'ok.tar.zst', 0o600)
+    (backups / 'open.tar.zst').write_text('a')
+    os.chmod(backups / 'open.tar.zst', 0o664)
+    result = probe.permissions(['0600:%s' % env, '0640:%s' % backups, '0600:%s' % (tmp_path / 'absent')])
+    assert sorted(f['path'] for f in result['findings']) == [str(backups / 'open.tar.zst'), str(env)]
+    assert result['checked'] == 3 and result['missing'] == [str(tmp_path / 'absent')]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # pylint: disable=invalid-name
+        code = 200 if self.path == '/health' else 503
+        self.send_response(code)
+        self.end_headers()
+        self.wfile.write(b'{"status":"healthy"}')
+
+    def log_message(self, *args):  # pylint: disable=arguments-differ
+        pass
+
+
+def test_latency_percentiles_against_a_loopback_server():
+    server = http.server.HTTPServer(('127.0.0.1', 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        good = probe.latency('http://127.0.0.1:%d/health' % port, 15, 5)
+        bad = probe.latency('http://127.0.0.1:%d/broken' % port, 3, 5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert good['ok'] == 15 and good['failed'] == 0
+    assert 0 < good['p50_ms'] <= good['p95_ms'] <= good['max_ms']
+    assert bad['ok'] == 0 and bad['failed'] == 3 and 'p95_ms' not in bad
+
+
+def test_percentile_nearest_rank():
+    assert probe._percentile(list(range(1, 101)), 95) == 95  # pylint: disable=protected-access
+    assert probe._percentile([5.0], 50) == 5.0  # pylint: disable=protected-access
