@@ -18,7 +18,7 @@ EPHEMERAL = os.environ['MOLECULE_EPHEMERAL_DIRECTORY']
 INVENTORY = os.environ['MOLECULE_INVENTORY_FILE']
 PLAYBOOK = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'playbooks', 'daily_health_check.yml')
 BASE_ARGS = {
-    'http': {'url': 'http://127.0.0.1:8765', 'paths': ['/health', '/status'], 'expected_version': '0.9.5', 'timeout': 5},
+    'http': {'url': 'http://127.0.0.1:8765', 'paths': ['/health'], 'expected_version': '0.9.5', 'timeout': 5},
     'service': {'name': 'victor-api'},
     'disk': {'paths': ['/', '/var/lib/victor']},
     'memory': {},
@@ -101,17 +101,21 @@ def test_disk_threshold_degrades(host):
     assert result['status'] == 'degraded'
     assert result['failed_checks'] == ['disk:/var/lib/victor']
     assert _checks(result)['disk:/var/lib/victor']['status'] == 'warn'
-    failing = _health(host, disk={'paths': ['/var/lib/victor'], 'warn_percent': 0.1, 'crit_percent': 100}, fail_on='degraded')
-    assert failing.get('failed') is True
+    try:
+        failing = _health(host, disk={'paths': ['/var/lib/victor'], 'warn_percent': 0.1, 'crit_percent': 100}, fail_on='degraded')
+    except host.ansible.AnsibleException as exc:
+        failing = exc.result
+    assert failing.get('msg') == 'Victor is degraded: disk:/var/lib/victor'
 
 
 def test_planted_errors_are_counted_and_shown(host):
-    size = int(host.check_output('stat -c %%s %s', LOG))
-    stamp = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+    size = host.check_output('stat -c %%s %s', LOG).strip()
+    stamp = host.check_output("date '+%Y-%m-%d %H:%M:%S'").strip()
     lines = ['%s,000 - victor-test - victor.providers - ERROR - planted provider failure %d' % (stamp, i) for i in range(3)]
     lines.append('Traceback (most recent call last):')
     try:
-        host.check_output("printf '%%s\\n' %s >> %s", ' '.join("'%s'" % line for line in lines), LOG)
+        planted = host.run("cat >> %s <<'EOF'\n%s\nEOF" % (LOG, '\n'.join(lines)))
+        assert planted.rc == 0, planted.stderr
         result = _health(host)
         check = _checks(result)['log:%s' % LOG]
         assert check['value'] == 4
@@ -120,7 +124,7 @@ def test_planted_errors_are_counted_and_shown(host):
         assert result['log_lines'][-1] == 'Traceback (most recent call last):'
         assert 'planted provider failure 2' in result['log_lines'][-2]
     finally:
-        host.check_output('truncate -s %d %s', size, LOG)
+        host.check_output('truncate -s %s %s', size, LOG)
 
 
 def test_stopped_unit_is_unhealthy(host):
@@ -133,14 +137,15 @@ def test_stopped_unit_is_unhealthy(host):
         assert checks['service:victor-api']['value'] in ('inactive', 'failed')
         assert checks['http:/health']['status'] == 'crit'
         assert 'Connection refused' in checks['http:/health']['message']
-        assert {'service:victor-api', 'http:/health', 'http:/status'} <= set(result['failed_checks'])
+        assert {'service:victor-api', 'http:/health'} <= set(result['failed_checks'])
 
-        before = set(glob.glob(os.path.join(EPHEMERAL, 'reports', '*.json')))
-        time.sleep(1.1)  # the report names carry the second
-        run = subprocess.run(['ansible-playbook', '-i', os.path.dirname(INVENTORY), PLAYBOOK], capture_output=True, text=True, timeout=300)
+        reports = os.path.join(EPHEMERAL, 'reports-unit-stopped')
+        shutil.rmtree(reports, ignore_errors=True)
+        run = subprocess.run(['ansible-playbook', '-i', os.path.dirname(INVENTORY), PLAYBOOK, '-e', 'victor_health_report_dir=' + reports],
+                             capture_output=True, text=True, timeout=300)
         assert run.returncode != 0, run.stdout[-2000:]
-        assert 'hosts are unhealthy' in run.stdout
-        new = sorted(set(glob.glob(os.path.join(EPHEMERAL, 'reports', '*.json'))) - before)
+        assert '1 of 1 hosts are unhealthy: %s (unhealthy: ' % HOST in run.stdout + run.stderr
+        new = glob.glob(os.path.join(reports, 'victor-health-*.json'))
         assert len(new) == 1
         report = json.loads(open(new[0]).read())
         assert report['status'] == 'unhealthy'
