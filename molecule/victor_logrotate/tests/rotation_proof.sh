@@ -19,6 +19,7 @@ count_all() {
 }
 
 before=$(count_all)
+stat -c %i "$LOGDIR/victor.log" > /tmp/rotation-live.inode
 rm -f /tmp/rotation-writer.stop /tmp/rotation-writer.count
 (
     n=0

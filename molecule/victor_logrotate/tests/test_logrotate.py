@@ -1,6 +1,7 @@
 """victor_logrotate: forced rotations while the real Victor writes lose no line."""
 import json
 import pathlib
+import time
 
 import pytest
 
@@ -10,7 +11,7 @@ PROOF = (pathlib.Path(__file__).parent / "rotation_proof.sh").read_text(encoding
 PROBE = """
 set -u
 rm -rf /tmp/probe && install -d -o victor -g victor /tmp/probe
-runuser -u victor -- env HOME=/tmp/probe /opt/victor/current/bin/victor serve --host 127.0.0.1 --port 8799 \
+setpriv --reuid victor --regid victor --init-groups env HOME=/tmp/probe /opt/victor/current/bin/victor serve --host 127.0.0.1 --port 8799 \
     >/tmp/probe/serve.out 2>&1 &
 pid=$!
 for _ in $(seq 1 90); do curl -sf -o /dev/null http://127.0.0.1:8799/health && break; sleep 1; done
@@ -63,13 +64,15 @@ def test_forced_rotations_while_victor_writes_lose_no_line(host):
 
 
 def test_victor_keeps_writing_the_live_file(host):
-    pid = host.check_output("systemctl show --property=MainPID --value victor-api")
-    target = host.check_output("readlink /proc/%s/fd/* | grep -F victor.log", pid)
-    assert target == LOGDIR + "/victor.log"
-    size = host.file(LOGDIR + "/victor.log").size
+    """Same inode as before the rotations (copytruncate), and a new record lands in it."""
+    live = LOGDIR + "/victor.log"
+    assert host.check_output("stat -c %%i %s", live) == host.check_output("cat /tmp/rotation-live.inode")
+    size = host.file(live).size
     host.check_output("curl -sf -X POST -H 'content-type: application/json' -d '{\"query\":\"live\"}' "
                       "http://127.0.0.1:8765/search/code")
-    assert host.file(LOGDIR + "/victor.log").size > size
+    time.sleep(0.5)
+    assert host.file(live).size > size
+    assert host.check_output("tail -c 20000 %s | grep -c -F 'Code search error'", live) != "0"
 
 
 def test_rotated_generations_keep_owner_and_mode(host):

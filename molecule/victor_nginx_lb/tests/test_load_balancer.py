@@ -19,9 +19,8 @@ def _other(name):
     return testinfra.get_host("ansible://" + name, ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
-def _status(host, url, *extra):
-    out = host.check_output("curl -s -o /dev/null -w '%%{http_code}' --max-time 10 %s %s", " ".join(extra), url)
-    return int(out)
+def _status(host, url):
+    return int(host.check_output("curl -s -o /dev/null -w '%%{http_code}' --max-time 10 %s", url))
 
 
 def _nginx_state(host):
