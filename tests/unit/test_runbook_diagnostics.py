@@ -1,0 +1,206 @@
+"""The runbooks' diagnostics script against real processes, sockets and SQLite locks."""
+import argparse
+import http.server
+import importlib.util
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = importlib.util.spec_from_file_location("victor_diagnostics", ROOT / "playbooks" / "runbooks" / "files" / "victor_diagnostics.py")
+diag = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(diag)
+
+LOCKER = """
+import signal, sqlite3, sys, time
+if sys.argv[2] == "ignore-term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN IMMEDIATE")
+c.execute("CREATE TABLE IF NOT EXISTS t(x)")
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def database(tmp_path):
+    path = str(tmp_path / "victor.db")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t(x)")
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.fixture
+def locker(database):
+    started = []
+
+    def start(mode="normal"):
+        proc = subprocess.Popen([sys.executable, "-c", LOCKER, database, mode], stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"locked"
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _args(**kw):
+    values = {"service": "victor-api-test-absent", "host": "127.0.0.1", "port": 1, "health_path": "/health", "timeout": 2.0,
+              "state_dir": "/nonexistent", "db": "", "db_timeout": 0.3, "journal_lines": 10, "error_limit": 5, "top": 5,
+              "sections": [], "terminate_foreign_holders": False, "grace": 1.0}
+    values.update(kw)
+    return argparse.Namespace(**values)
+
+
+def test_locked_database_is_seen_with_its_foreign_holder(database, locker):
+    proc = locker()
+    result = diag.section_database(_args(db=database), unit_pids=set())
+    assert result["exists"] and result["locked"]
+    assert result["probe"]["writable"] is False and "locked" in result["probe"]["error"]
+    assert result["foreign_holders"] == [proc.pid]
+    holder = result["holders"][0]
+    assert database in holder["files"] and not holder["in_unit"]
+
+
+def test_unlocked_database_is_writable_and_unheld(database):
+    result = diag.section_database(_args(db=database), unit_pids=set())
+    assert not result["locked"] and result["probe"]["writable"] and result["probe"]["journal_mode"] == "wal"
+    assert result["holders"] == []
+
+
+def test_missing_database_is_reported_not_created(tmp_path):
+    path = str(tmp_path / "absent.db")
+    result = diag.section_database(_args(db=path), unit_pids=set())
+    assert result["exists"] is False and result["probe"] is None
+    assert not os.path.exists(path)
+
+
+def test_terminate_ends_foreign_holders_and_spares_the_unit(database, locker):
+    foreign = locker()
+    result = diag.terminate_foreign_holders(database, unit_pids=set(), grace=3)
+    assert [h["pid"] for h in result["terminated"]] == [foreign.pid] and result["changed"]
+    assert foreign.wait(timeout=5) is not None
+    assert diag.section_database(_args(db=database), unit_pids=set())["probe"]["writable"]
+
+
+def test_terminate_leaves_processes_of_the_unit_alone(database, locker):
+    own = locker()
+    result = diag.terminate_foreign_holders(database, unit_pids={own.pid}, grace=1)
+    assert result == {"terminated": [], "killed": [], "changed": False}
+    assert own.poll() is None
+
+
+def test_terminate_kills_a_holder_that_ignores_sigterm(database, locker):
+    stubborn = locker("ignore-term")
+    started = time.monotonic()
+    result = diag.terminate_foreign_holders(database, unit_pids=set(), grace=1)
+    assert result["killed"] == [stubborn.pid]
+    assert stubborn.wait(timeout=5) == -9
+    assert time.monotonic() - started < 10
+
+
+def test_listeners_name_the_owner_of_the_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        mine = diag.listeners(port, unit_pids={os.getpid()})
+        foreign = diag.listeners(port, unit_pids=set())
+    assert mine["listening"] and [o["pid"] for o in mine["owners"]] == [os.getpid()] and not mine["foreign_owner"]
+    assert foreign["foreign_owner"]
+    assert diag.listeners(port, unit_pids=set())["listening"] is False
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    answer = (200, {"status": "healthy", "version": "0.9.5"})
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        code, body = self.answer
+        payload = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):  # pylint: disable=arguments-differ
+        pass
+
+
+@pytest.fixture
+def api():
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_health_ok_only_for_a_healthy_answer(api):
+    port = api.server_address[1]
+    _Handler.answer = (200, {"status": "healthy", "version": "0.9.5"})
+    assert diag.section_health(_args(port=port))["ok"]
+    _Handler.answer = (200, {"status": "degraded"})
+    assert not diag.section_health(_args(port=port))["ok"]
+    _Handler.answer = (503, {"status": "unhealthy"})
+    result = diag.section_health(_args(port=port))
+    assert not result["ok"] and result["status_code"] == 503 and result["body"] == {"status": "unhealthy"}
+
+
+def test_health_reports_a_refused_connection():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = diag.section_health(_args(port=port))
+    assert not result["ok"] and result["status_code"] is None and "refused" in result["error"].lower()
+
+
+def test_memory_lists_top_consumers_and_the_units_share():
+    result = diag.section_memory(_args(top=50), unit_pids={os.getpid()})
+    assert result["mem_total_kb"] > 0 and 0 <= result["used_percent"] <= 100
+    assert result["unit_rss_kb"] > 0
+    assert any(p["pid"] == os.getpid() and p["in_unit"] for p in result["top"])
+    rss = [p["rss_kb"] for p in result["top"]]
+    assert rss == sorted(rss, reverse=True)
+
+
+def test_cgroup_membership_finds_this_process():
+    with open("/proc/self/cgroup", encoding="utf-8") as handle:
+        cgroup = handle.read().splitlines()[0].split(":", 2)[2]
+    assert os.getpid() in diag.pids_in_cgroup(cgroup)
+    assert diag.pids_in_cgroup("") == []
+
+
+def test_error_lines_keep_only_errors_and_the_last_ones():
+    text = "\n".join(["INFO started", "ERROR one", "Traceback (most recent call last):", "warning x", "CRITICAL two"])
+    assert diag.error_lines(text, 2) == ["Traceback (most recent call last):", "CRITICAL two"]
+
+
+def test_unknown_section_is_rejected():
+    with pytest.raises(SystemExit):
+        diag.parse_args(["--sections", "service,bogus"])
+
+
+def test_script_prints_one_json_document(database):
+    result = subprocess.run([sys.executable, str(ROOT / "playbooks" / "runbooks" / "files" / "victor_diagnostics.py"),
+                             "--sections", "database,memory", "--db", database, "--service", "victor-api-test-absent"],
+                            capture_output=True, text=True, check=True)
+    report = json.loads(result.stdout)
+    assert report["database"]["probe"]["writable"] and report["memory"]["top"]
+    assert "service" not in report
