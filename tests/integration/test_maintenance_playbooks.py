@@ -1,0 +1,97 @@
+"""playbooks/weekly_maintenance.yml on inventories/local against a prepared state directory
+(no Victor server): a failing step is reported and the run goes on, a locked database is
+reported busy instead of hanging, the fragmented database is vacuumed, the report is written.
+"""
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(name='local_root')
+def local_root_fixture(tmp_path):
+    root = tmp_path / 'local-victor'
+    data = root / 'state' / '.victor'
+    (data / 'logs').mkdir(parents=True)
+    (data / 'cache').mkdir()
+    os.chmod(data, 0o750)
+    conn = sqlite3.connect(str(data / 'victor.db'))
+    conn.execute('PRAGMA journal_mode=WAL')
+    conn.execute('CREATE TABLE sessions (id INTEGER PRIMARY KEY, body BLOB)')
+    conn.executemany('INSERT INTO sessions (body) VALUES (?)', [(b'x' * 2000,) for _row in range(1000)])
+    conn.commit()
+    conn.execute('DELETE FROM sessions WHERE id % 4 != 0')
+    conn.commit()
+    conn.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+    conn.close()
+    os.chmod(data / 'victor.db', 0o644)
+    stamp = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(time.time() - 3600))
+    (data / 'logs' / 'victor.log').write_text('%s,000 - victor.api - ERROR - boom\n%s,000 - victor.api - INFO - ok\n' % (stamp, stamp))
+    (root / 'victor.env').write_text('HOME=%s\n' % (root / 'state'))
+    os.chmod(root / 'victor.env', 0o600)
+    (root / 'backups').mkdir()
+    os.symlink(sys.prefix, str(root / 'current'))  # a venv with python and pip, standing in for the release
+    return root
+
+
+def _weekly(root, *extra):
+    env = dict(os.environ, VICTOR_LOCAL_ROOT=str(root), VICTOR_LOCAL_PORT=str(_free_port()), ANSIBLE_FORCE_COLOR='0')
+    cmd = [str(BIN / 'ansible-playbook'), '-i', str(ROOT / 'inventories' / 'local'), str(ROOT / 'playbooks' / 'weekly_maintenance.yml'),
+           '-e', 'victor_maintenance_perf_requests=2', '-e', 'victor_maintenance_perf_timeout=1'] + list(extra)
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600, check=False)
+    reports = sorted((root / 'reports' / 'localhost').glob('weekly-*Z.json'))
+    assert reports, proc.stdout[-4000:] + proc.stderr[-2000:]
+    report = json.loads(reports[-1].read_text())
+    return proc, report, {s['name']: s for s in report['steps']}, time.monotonic() - started
+
+
+def test_failed_step_is_reported_and_the_run_goes_on(local_root):
+    size_before = (local_root / 'state' / '.victor' / 'victor.db').stat().st_size
+    proc, report, steps, _seconds = _weekly(local_root)
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert 'step(s) performance failed' in proc.stdout
+    assert [s['name'] for s in report['steps']] == ['logs', 'performance', 'database', 'cache', 'security']
+    assert steps['performance']['status'] == 'failed'
+    assert 'no successful GET of http://127.0.0.1:' in steps['performance']['summary']
+    assert steps['logs']['status'] == 'warn' and steps['logs']['data']['counts']['ERROR'] == 1
+    db = steps['database']['data']['sqlite'][str(local_root / 'state' / '.victor' / 'victor.db')]
+    assert steps['database']['status'] == 'ok'
+    assert db['vacuum']['size_before'] == size_before
+    assert db['vacuum']['size_after'] == (local_root / 'state' / '.victor' / 'victor.db').stat().st_size < size_before / 2
+    assert db['stats']['tables'] == db['stats_after']['tables'] == {'sessions': 250}
+    assert steps['security']['status'] == 'ok', steps['security']
+    markdown = Path(str(sorted((local_root / 'reports' / 'localhost').glob('weekly-*Z.md'))[-1])).read_text()
+    assert '| performance | FAILED |' in markdown and '| database | OK |' in markdown
+
+
+def test_locked_database_is_reported_busy(local_root):
+    holder = sqlite3.connect(str(local_root / 'state' / '.victor' / 'victor.db'), isolation_level=None)
+    holder.execute('BEGIN IMMEDIATE')
+    try:
+        proc, _report, steps, seconds = _weekly(local_root, '-e', 'victor_maintenance_busy_timeout=1',
+                                                '-e', 'victor_maintenance_fail_on_error=false')
+    finally:
+        holder.execute('ROLLBACK')
+        holder.close()
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert steps['database']['status'] == 'warn'
+    assert steps['database']['data']['busy'] == [str(local_root / 'state' / '.victor' / 'victor.db')]
+    assert 'busy: %s' % (local_root / 'state' / '.victor' / 'victor.db') in steps['database']['summary']
+    assert steps['security']['status'] == 'ok'  # the steps after it still ran
+    assert seconds < 300
