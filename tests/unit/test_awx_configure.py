@@ -52,25 +52,31 @@ def _role_entry_options(role, entry):
     return specs[entry].get("options") or {}
 
 
-def _walk_tasks(tasks, base, options, seen):
+def _walk_tasks(tasks, base, options, seen, play_vars):
     for task in tasks or []:
         for key in ("block", "rescue", "always"):
-            _walk_tasks(task.get(key), base, options, seen)
+            _walk_tasks(task.get(key), base, options, seen, play_vars)
         for key in ROLE_KEYS:
             if key in task:
                 args = task[key]
                 entry = Path(args.get("tasks_from", "main")).stem
                 options.update(_role_entry_options(args["name"], entry))
         for key in SPEC_KEYS:
-            if key in task and isinstance(task[key].get("argument_spec"), dict):
-                options.update(task[key]["argument_spec"])
+            spec = task.get(key, {}).get("argument_spec")
+            if isinstance(spec, dict):
+                options.update(spec)
+            elif isinstance(spec, str):
+                # A templated spec built from play variables, e.g. "{{ common | combine(own) }}".
+                for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", spec):
+                    if isinstance(play_vars.get(name), dict):
+                        options.update(play_vars[name])
         for key in TASK_FILE_KEYS:
             if key in task:
                 ref = task[key] if isinstance(task[key], str) else task[key].get("file")
                 path = (base / ref).resolve()
                 if "{{" not in str(ref) and path.is_file() and path not in seen:
                     seen.add(path)
-                    _walk_tasks(yaml.safe_load(path.read_text(encoding="utf-8")), path.parent, options, seen)
+                    _walk_tasks(yaml.safe_load(path.read_text(encoding="utf-8")), path.parent, options, seen, play_vars)
 
 
 def playbook_options(playbook):
@@ -85,8 +91,13 @@ def playbook_options(playbook):
         for role in play.get("roles") or []:
             name = role if isinstance(role, str) else role.get("role") or role.get("name")
             options.update(_role_entry_options(name, "main"))
+        play_vars = {}
+        for ref in play.get("vars_files") or []:
+            if "{{" not in ref and (path.parent / ref).is_file():
+                play_vars.update(yaml.safe_load((path.parent / ref).read_text(encoding="utf-8")) or {})
+        play_vars.update(play.get("vars") or {})
         for key in ("pre_tasks", "tasks", "post_tasks", "handlers"):
-            _walk_tasks(play.get(key), path.parent, options, set())
+            _walk_tasks(play.get(key), path.parent, options, set(), play_vars)
     return options
 
 
@@ -226,6 +237,9 @@ def test_playbook_option_discovery_sees_roles_and_own_specs():
     assert "victor_deploy_version" in playbook_options("playbooks/deploy.yml")
     assert "victor_awx_job_templates" in playbook_options("playbooks/awx_configure.yml")
     assert "no_such_variable" not in playbook_options("playbooks/deploy.yml")
+    runbook = playbook_options("playbooks/runbooks/high_memory.yml")
+    assert "victor_runbook_memory_threshold_mb" in runbook and "victor_runbook_service_name" in runbook
+    assert "victor_runbook_force" not in runbook
 
 
 # ---------------------------------------------------------------- schedules
