@@ -150,15 +150,41 @@ def test_role_variables_are_options_of_the_role(name):
 @pytest.mark.parametrize("name", INVENTORIES)
 def test_required_role_options_are_set_for_the_group_that_runs_the_role(name):
     """A role's required options must be set in the inventory, or a job fails on validation."""
-    group_of_role = {"victor_deploy": "victor_api"}
-    for role, options in _role_options().items():
+    group_of_role = {"victor_deploy": "victor_api", "victor_health": "victor_api", "victor_maintenance": "victor_api",
+                     "victor_logrotate": "victor_api", "victor_backup": "victor_api", "victor_restore": "victor_api",
+                     "victor_nginx_lb": "victor_lb"}
+    for spec in (ROOT / "roles").glob("*/meta/argument_specs.yml"):
+        role = spec.parent.parent.name
         group = group_of_role.get(role)
         if group is None:
             continue
+        options = yaml.safe_load(spec.read_text(encoding="utf-8"))["argument_specs"]["main"].get("options") or {}
         data = yaml.safe_load((ROOT / "inventories" / name / "group_vars" / group / "main.yml").read_text(encoding="utf-8"))
         for option, spec in options.items():
             if spec.get("required"):
                 assert data.get(option) not in (None, ""), (name, role, option)
+
+
+@pytest.mark.parametrize("name", INVENTORIES)
+def test_group_vars_cover_the_roles_each_group_runs(name):
+    """Every role a group runs (and that exists here) has its main variables in that group's vars."""
+    runs = {"victor_api": ["victor_deploy", "victor_health", "victor_maintenance", "victor_logrotate"], "victor_lb": ["victor_nginx_lb"]}
+    for group, roles in runs.items():
+        data = yaml.safe_load((ROOT / "inventories" / name / "group_vars" / group / "main.yml").read_text(encoding="utf-8"))
+        for role in roles:
+            if (ROOT / "roles" / role).is_dir():
+                assert len([k for k in data if k.startswith(role + "_")]) >= 3, (name, group, role)
+
+
+@pytest.mark.parametrize("name", INVENTORIES)
+def test_cross_group_wiring_renders(name):
+    result = _debug(name, "victor_maintenance_postgres_host")
+    assert result.returncode == 0, result.stdout + result.stderr
+    listed = json.loads(_inventory(name).stdout)
+    hosts = json.loads(result.stdout)["plays"][0]["tasks"][0]["hosts"]
+    assert {r["victor_maintenance_postgres_host"] for r in hosts.values()} == {listed["victor_db"]["hosts"][0]}
+    port = _debug(name, "victor_maintenance_postgres_port")
+    assert {str(r["victor_maintenance_postgres_port"]) for r in json.loads(port.stdout)["plays"][0]["tasks"][0]["hosts"].values()} == {"5432"}
 
 
 @pytest.mark.parametrize("name", INVENTORIES)
