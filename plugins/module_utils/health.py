@@ -196,6 +196,9 @@ def url_problem(url):
 
 # --------------------------------------------------------------------------- HTTP and TLS
 
+_OPENERS = {}
+
+
 def _ssl_context(validate_certs, ca_path):
     if validate_certs:
         context = ssl.create_default_context(cafile=ca_path) if ca_path else ssl.create_default_context()
@@ -211,12 +214,22 @@ def join_url(base, path):
     return base.rstrip('/') + path if path else base
 
 
+def _opener(url, validate_certs, ca_path, use_proxy):
+    """One urllib opener per TLS/proxy setting: loading a CA store costs ~10 ms, so fleets share it."""
+    https = url[:6].lower() == 'https:'
+    key = (https, bool(validate_certs), ca_path, bool(use_proxy))
+    opener = _OPENERS.get(key)
+    if opener is None:
+        handlers = [HTTPSHandler(context=_ssl_context(validate_certs, ca_path))] if https else []
+        if not use_proxy:
+            handlers.append(ProxyHandler({}))
+        opener = _OPENERS[key] = build_opener(*handlers)
+    return opener
+
+
 def http_get(url, headers=None, timeout=10.0, validate_certs=True, ca_path=None, use_proxy=True):
     """GET url; returns (status code or None, body text, elapsed ms, error message or None)."""
-    handlers = [HTTPSHandler(context=_ssl_context(validate_certs, ca_path))]
-    if not use_proxy:
-        handlers.append(ProxyHandler({}))
-    opener = build_opener(*handlers)
+    opener = _opener(url, validate_certs, ca_path, use_proxy)
     request = Request(url, headers=dict(headers or {}), method='GET')
     start = time.monotonic()
     try:
