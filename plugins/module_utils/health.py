@@ -609,7 +609,8 @@ def check_postgres(host=None, port=5432, dbname='postgres', user=None, password=
             with connection.cursor() as cursor:
                 cursor.execute('SELECT 1')
                 cursor.fetchone()
-                cursor.execute("SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity")
+                cursor.execute("SELECT count(*) FILTER (WHERE backend_type = 'client backend'), current_setting('max_connections')::int"
+                               " FROM pg_stat_activity")
                 used, maximum = cursor.fetchone()
     except Exception as exc:  # pylint: disable=broad-except
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
