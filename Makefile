@@ -1,7 +1,7 @@
 # victor.ops — one entry point for setup, tests and the local demo.
 #   make test      everything CI runs (venv, docker, images, wheelhouse, lint, sanity, unit, molecule)
 #   make demo      the main job (monthly maintenance) on the embedded local default
-# Quicker targets: make lint | sanity | unit | molecule SCENARIO=<name> | images | wheelhouse
+# Quicker targets: make lint | sanity | unit | integration | molecule SCENARIO=<name> | images | wheelhouse
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -23,7 +23,7 @@ export ANSIBLE_FORCE_COLOR      := 0
 host-packages:
 	@$(STAGE) host-packages bash -c 'scripts/host_packages.sh 2>&1 | grep -v -e needrestart -e debconf; exit $${PIPESTATUS[0]}'
 
-.PHONY: help test demo host-packages venv docker wheelhouse images collection lint sanity unit molecule molecule-all build clean
+.PHONY: help test demo integration host-packages venv docker wheelhouse images collection lint sanity unit molecule molecule-all build clean
 
 help:
 	@sed -n '2,5p' Makefile
@@ -32,17 +32,14 @@ help:
 test:
 	@rm -f .cache/stages.tsv
 	@$(MAKE) --no-print-directory host-packages venv docker wheelhouse images collection
-	@$(MAKE) --no-print-directory -k lint sanity unit molecule-all; rc=$$?; \
+	@$(MAKE) --no-print-directory -k lint sanity unit integration molecule-all; rc=$$?; \
 	  printf '\nstage\texit\tseconds\n'; cat .cache/stages.tsv; \
 	  if [ $$rc -eq 0 ]; then echo "make test: all stages passed"; else echo "make test: FAILED" >&2; fi; \
 	  exit $$rc
 
 ## The main job on the embedded local default (finished by the maintenance issue).
 demo:
-	@echo "make demo: not ready yet." >&2
-	@echo "  It will deploy victor-ai locally (process service manager) and run" >&2
-	@echo "  playbooks/monthly_maintenance.yml on inventories/local; see README.md." >&2
-	@exit 2
+	@scripts/demo.sh
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements-dev.txt
@@ -71,6 +68,10 @@ sanity: venv collection
 
 unit: venv collection
 	@$(STAGE) unit bash -c 'cd $(COLLECTION_LINK) && pytest -q tests/unit'
+
+## Tests against real services started on the host (PostgreSQL, Redis, moto, ansible-runner).
+integration: venv collection
+	@$(STAGE) integration bash -c 'cd $(COLLECTION_LINK) && pytest -q tests/integration'
 
 ## One scenario: make molecule SCENARIO=victor_deploy
 molecule: venv collection
