@@ -1135,15 +1135,19 @@ def swap_in(staging, target, safety, files, scope):
     moved = {"mode": scope, "paths": []}
     if scope == "full":
         st = os.stat(target) if os.path.isdir(target) else None
+        # Directories are not in the manifest: they take the owner of the state directory
+        # (or, when it is gone, of its parent, Victor's HOME) so Victor can write to them.
+        owner = st or os.stat(os.path.dirname(target))
+        mode = stat.S_IMODE(st.st_mode) if st else 0o750
+        _own_dirs(tree, owner.st_uid, owner.st_gid)
         if st is not None:
             os.rename(target, safety)
         else:
             os.makedirs(safety, mode=0o700)
         os.rename(tree, target)
-        if st is not None:
-            os.chmod(target, stat.S_IMODE(st.st_mode))
-            if os.geteuid() == 0:
-                os.chown(target, st.st_uid, st.st_gid)
+        os.chmod(target, mode)
+        if os.geteuid() == 0:
+            os.chown(target, owner.st_uid, owner.st_gid)
         moved["paths"].append(".")
         fsync_dir(os.path.dirname(target))
         return moved
@@ -1160,11 +1164,24 @@ def swap_in(staging, target, safety, files, scope):
                 moved["paths"].append(path + suffix)
         src = os.path.join(tree, *path.split("/"))
         dst = os.path.join(target, *path.split("/"))
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if not os.path.isdir(os.path.dirname(dst)):
+            os.makedirs(os.path.dirname(dst))
+            top = os.stat(target)
+            _own_dirs(target, top.st_uid, top.st_gid)
         os.rename(src, dst)
     moved["restored"] = sorted(files)
     fsync_dir(target)
     return moved
+
+
+def _own_dirs(tree, uid, gid):
+    if os.geteuid() != 0:
+        return
+    for root, dirs, _files in os.walk(tree):
+        for name in dirs:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chown(path, uid, gid)
 
 
 def revert(target, safety, moved=None):

@@ -1,0 +1,116 @@
+# -*- coding: utf-8 -*-
+# Copyright: victor.ops contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Command line entry point used by the scheduled (systemd timer) backups.
+
+The role victor.ops.victor_backup copies the backup*.py module_utils to the node and runs::
+
+    python3 -m ansible_collections.victor.ops.plugins.module_utils.backup_cli \\
+        --config /etc/victor/backup.json create --type incremental --scope full
+
+The JSON config (mode 0600, may hold S3 credentials) uses the module's option names.
+Exit status 0 on success; on failure a one-line reason on stderr and status 1, so the
+systemd unit fails visibly (OnFailure=, journal) and no partial backup is registered.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import argparse
+import json
+import os
+import sys
+
+from ansible_collections.victor.ops.plugins.module_utils import backup as bk
+from ansible_collections.victor.ops.plugins.module_utils import backup_retention
+
+
+def make_store(cfg):
+    if cfg.get("storage", "local") == "local":
+        return bk.LocalStore(cfg.get("repository", "/var/backups/victor"))
+    from ansible_collections.victor.ops.plugins.module_utils import backup_s3
+    return backup_s3.S3Store(
+        cfg["s3_bucket"], prefix=cfg.get("s3_prefix", "victor-backups"), region=cfg.get("s3_region"),
+        endpoint_url=cfg.get("s3_endpoint_url"), access_key=cfg.get("s3_access_key"), secret_key=cfg.get("s3_secret_key"),
+        sse=cfg.get("s3_sse"), sse_kms_key_id=cfg.get("s3_sse_kms_key_id"),
+        multipart_threshold=cfg.get("s3_multipart_threshold", 64 * 1024 * 1024),
+        multipart_chunksize=cfg.get("s3_multipart_chunksize", 16 * 1024 * 1024),
+        request_checksum_calculation=cfg.get("s3_request_checksum_calculation"),
+        response_checksum_validation=cfg.get("s3_response_checksum_validation"),
+        spool_dir=work_dir(cfg), validate_certs=cfg.get("s3_validate_certs", True))
+
+
+def work_dir(cfg):
+    if cfg.get("work_dir"):
+        return cfg["work_dir"]
+    if cfg.get("storage", "local") == "local":
+        return cfg.get("repository", "/var/backups/victor")
+    return "/var/tmp/victor-backup"
+
+
+def tools(cfg):
+    return bk.Tools(compression_level=cfg.get("compression_level", 3), threads=cfg.get("compression_threads", 0),
+                    age_recipients=cfg.get("age_recipients") or [], age_recipients_file=cfg.get("age_recipients_file"),
+                    age_identity_file=cfg.get("age_identity_file"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="victor-backup", description="Victor state backups (victor.ops)")
+    parser.add_argument("--config", default="/etc/victor/backup.json")
+    sub = parser.add_subparsers(dest="command", required=True)
+    create = sub.add_parser("create")
+    create.add_argument("--type", choices=["full", "incremental"], default="full")
+    create.add_argument("--scope", choices=["full", "database", "config"], default="full")
+    create.add_argument("--prune", action="store_true", help="apply retention after a successful backup")
+    sub.add_parser("list")
+    verify = sub.add_parser("verify")
+    verify.add_argument("backup_id", nargs="?", default="latest")
+    sub.add_parser("prune")
+    args = parser.parse_args(argv)
+    try:
+        with open(args.config, "rb") as handle:
+            cfg = json.loads(handle.read().decode("utf-8"))
+        store = make_store(cfg)
+        if args.command == "create":
+            manifest = bk.create_backup(
+                store, cfg.get("source", "/var/lib/victor/.victor"), work_dir(cfg), tools(cfg), backup_type=args.type,
+                scope=args.scope, include=cfg.get("include"), exclude=cfg.get("exclude"),
+                include_cache=cfg.get("include_cache", False), victor_version=cfg.get("victor_version"),
+                lock_timeout=cfg.get("lock_timeout", 600))
+            print(json.dumps(bk.summary(manifest)))
+            if args.prune:
+                prune(store, cfg)
+        elif args.command == "list":
+            manifests, _problems = store.list_manifests()
+            for manifest in bk.sort_manifests(manifests):
+                print(json.dumps(bk.summary(manifest)))
+        elif args.command == "verify":
+            manifests, _problems = store.list_manifests()
+            chosen = bk.select_backup(manifests, args.backup_id)
+            with bk.Lock(os.path.join(work_dir(cfg), ".victor-backup.lock"), cfg.get("lock_timeout", 600)):
+                result = bk.verify_backup(store, manifests, chosen, tools(cfg), work_dir(cfg))
+            print(json.dumps(result))
+            if not result["ok"]:
+                return 1
+        else:
+            prune(store, cfg)
+    except (bk.BackupError, OSError, ValueError, KeyError) as exc:
+        sys.stderr.write("victor-backup %s failed: %s\n" % (args.command, exc))
+        return 1
+    return 0
+
+
+def prune(store, cfg):
+    manifests, _problems = store.list_manifests()
+    keep = dict((rule, cfg.get("keep_" + rule, 0)) for rule in backup_retention.RULES)
+    plan = backup_retention.plan(manifests, keep)
+    by_id = dict((m["id"], m) for m in manifests)
+    with bk.Lock(os.path.join(work_dir(cfg), ".victor-backup.lock"), cfg.get("lock_timeout", 600)):
+        for ident in plan["forget"]:
+            store.delete(by_id[ident])
+    print(json.dumps({"forgot": plan["forget"], "kept": plan["keep"]}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
