@@ -113,6 +113,19 @@ def task_seconds(task):
     return (stamps[1] - stamps[0]).total_seconds()
 
 
+def inprocess_seconds(endpoints, workers):
+    """The fleet checks alone, without Ansible's per-task cost (module transfer, interpreter start)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(root, 'plugins', 'module_utils'))
+    try:
+        import health  # pylint: disable=import-outside-toplevel,import-error
+    finally:
+        sys.path.pop(0)
+    started = time.monotonic()
+    health.check_fleet(endpoints, {'timeout': 5, 'use_proxy': False}, max_workers=workers)
+    return time.monotonic() - started
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--endpoints', type=int, default=200)
@@ -143,6 +156,7 @@ def main():
                                   '-e', 'fleet_only=%s' % args.fleet_only],
                                  capture_output=True, text=True, env=env, timeout=900, check=False)
             wall = time.monotonic() - started
+        inproc_s = inprocess_seconds(endpoints, args.workers)
     finally:
         for server in servers:
             server.shutdown()
@@ -162,11 +176,14 @@ def main():
         'endpoints': len(endpoints), 'slow': args.slow, 'slow_delay_s': args.delay, 'errors': args.errors, 'closed': args.closed,
         'fleet_seconds': round(fleet_s, 2), 'uri_loop_seconds': round(loop_s, 2), 'ratio': round(loop_s / fleet_s, 1),
         'fleet_summary': fleet['fleet_summary'], 'uri_loop_status_200': uri_ok, 'verdict_mismatches': mismatches,
-        'playbook_wall_seconds': round(wall, 1),
+        'playbook_wall_seconds': round(wall, 1), 'fleet_checks_in_process_seconds': round(inproc_s, 2),
+        'load_average': [round(x, 1) for x in os.getloadavg()], 'cpus': os.cpu_count(),
     }
     print('endpoints: %(endpoints)d (%(slow)d slow at %(slow_delay_s)ss, %(errors)d answering 500/503, %(closed)d closed ports)' % numbers)
     print('fleet mode (victor.ops.victor_health, one task): %.2f s   verdicts %s' % (fleet_s, fleet['fleet_summary']))
     print('ansible.builtin.uri loop:                        %.2f s   status 200: %d' % (loop_s, uri_ok))
+    print('fleet checks alone, in-process (no Ansible):     %.2f s' % inproc_s)
+    print('load average %s on %d CPUs' % (numbers['load_average'], numbers['cpus']))
     print('ratio (uri loop / fleet):                        %.1fx   (goal >= 20x, fleet <= 3 s)' % numbers['ratio'])
     if args.json:
         with open(args.json, 'w') as stream:
