@@ -1,15 +1,10 @@
 """victor_db_maintenance against a real, throwaway PostgreSQL cluster (Debian's postgresql).
 
-The fixture runs initdb/pg_ctl as the `postgres` system user (or the current user when not
-root) in a temp dir, listening only on 127.0.0.1 on a free port, and stops it by pg_ctl.
+conftest.py's pg_cluster runs initdb/pg_ctl as the `postgres` system user (or the current
+user when not root) in a temp dir, listening only on 127.0.0.1 on a free port, and stops it
+by pg_ctl.
 """
-import glob
 import json
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 
@@ -20,60 +15,14 @@ from ansible_collections.victor.ops.plugins.modules import victor_db_maintenance
 
 psycopg = pytest.importorskip('psycopg')
 
+# The cluster comes from conftest.py's pg_cluster fixture (same passwords).
 SUPER_PASSWORD = 'super-secret-pw'
 VICTOR_PASSWORD = 'victor-secret-pw'
 
 
-def _pg_bin(name):
-    found = sorted(glob.glob('/usr/lib/postgresql/*/bin/%s' % name))
-    if not found:
-        pytest.skip('PostgreSQL server binaries are not installed (apt-get install postgresql)')
-    return found[-1]
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def _as_owner(argv):
-    return ['runuser', '-u', 'postgres', '--'] + argv if os.geteuid() == 0 else argv
-
-
-@pytest.fixture(scope='module', name='cluster')
-def cluster_fixture():
-    workdir = tempfile.mkdtemp(prefix='victor-pg-')
-    data = os.path.join(workdir, 'data')
-    pwfile = os.path.join(workdir, 'pw')
-    with open(pwfile, 'w', encoding='utf-8') as handle:
-        handle.write(SUPER_PASSWORD + '\n')
-    if os.geteuid() == 0:
-        shutil.chown(workdir, 'postgres', 'postgres')
-        shutil.chown(pwfile, 'postgres', 'postgres')
-    port = _free_port()
-    subprocess.run(_as_owner([_pg_bin('initdb'), '-D', data, '-U', 'postgres', '--pwfile', pwfile,
-                              '--auth-host=scram-sha-256', '--auth-local=scram-sha-256']),
-                   check=True, capture_output=True)
-    options = ('-c listen_addresses=127.0.0.1 -p %d -c unix_socket_directories=%s -c autovacuum=off '
-               '-c max_connections=30 -c shared_preload_libraries=pg_stat_statements' % (port, workdir))
-    subprocess.run(_as_owner([_pg_bin('pg_ctl'), '-D', data, '-o', options, '-l', os.path.join(workdir, 'log'), '-w', '-t', '60', 'start']),
-                   check=True, capture_output=True)
-    info = {'host': '127.0.0.1', 'port': port, 'workdir': workdir}
-    try:
-        admin = _connect(info, 'postgres', 'postgres', SUPER_PASSWORD)
-        admin.execute("CREATE ROLE victor LOGIN PASSWORD '%s'" % VICTOR_PASSWORD)
-        admin.execute('CREATE DATABASE victor OWNER victor')
-        admin.execute('CREATE DATABASE other OWNER victor')
-        admin.execute('CREATE DATABASE victor_pss OWNER victor')
-        admin.close()
-        pss = _connect(info, 'victor_pss', 'postgres', SUPER_PASSWORD)
-        pss.execute('CREATE EXTENSION pg_stat_statements')
-        pss.close()
-        yield info
-    finally:
-        subprocess.run(_as_owner([_pg_bin('pg_ctl'), '-D', data, '-m', 'fast', '-w', 'stop']), check=False, capture_output=True)
-        shutil.rmtree(workdir, ignore_errors=True)
+@pytest.fixture(name='cluster')
+def cluster_fixture(pg_cluster):
+    return pg_cluster
 
 
 def _connect(info, dbname, user, password):

@@ -1,10 +1,5 @@
-"""victor_db_maintenance against a real redis-server started on 127.0.0.1 (stopped by its pid)."""
+"""victor_db_maintenance against a real redis-server on 127.0.0.1 (conftest.py's redis_server, stopped by its pid)."""
 import json
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
@@ -13,39 +8,12 @@ from ansible_collections.victor.ops.plugins.modules import victor_db_maintenance
 
 redis = pytest.importorskip('redis')
 
-PASSWORD = 'cache-secret-pw'
+PASSWORD = 'cache-secret-pw'  # conftest.py's redis_server
 
 
-@pytest.fixture(scope='module', name='server')
-def server_fixture():
-    binary = shutil.which('redis-server')
-    if not binary:
-        pytest.skip('redis-server is not installed (apt-get install redis-server)')
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix='victor-redis-')
-    proc = subprocess.Popen([binary, '--bind', '127.0.0.1', '--port', str(port), '--save', '', '--appendonly', 'no',
-                             '--dir', workdir, '--requirepass', PASSWORD],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(host='127.0.0.1', port=port, password=PASSWORD)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.1)
-    try:
-        yield {'port': port, 'client': client}
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+@pytest.fixture(name='server')
+def server_fixture(redis_server):
+    return redis_server
 
 
 def run_module(args, capsys, check_mode=False):

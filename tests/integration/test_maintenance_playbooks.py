@@ -95,3 +95,51 @@ def test_locked_database_is_reported_busy(local_root):
     assert 'busy: %s' % (local_root / 'state' / '.victor' / 'victor.db') in steps['database']['summary']
     assert steps['security']['status'] == 'ok'  # the steps after it still ran
     assert seconds < 300
+
+
+def test_weekly_with_postgresql_and_redis(local_root, pg_cluster, redis_server, tmp_path):
+    import psycopg  # pylint: disable=import-outside-toplevel
+    admin = psycopg.connect(host=pg_cluster['host'], port=pg_cluster['port'], dbname='postgres', user='postgres',
+                            password='super-secret-pw', autocommit=True)
+    admin.execute('DROP DATABASE IF EXISTS victor_role')
+    admin.execute('CREATE DATABASE victor_role OWNER victor')  # its own database: other tests' tables stay out
+    admin.close()
+    conn = psycopg.connect(host=pg_cluster['host'], port=pg_cluster['port'], dbname='victor_role', user='victor',
+                           password='victor-secret-pw', autocommit=True)
+    conn.execute('DROP TABLE IF EXISTS conversations')
+    conn.execute('CREATE TABLE conversations (id serial PRIMARY KEY, body text)')
+    conn.execute("INSERT INTO conversations (body) SELECT 'm' || g FROM generate_series(1, 3000) g")
+    conn.execute('DELETE FROM conversations WHERE id > 500')
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        conn.execute('SELECT pg_stat_clear_snapshot()')
+        dead = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'conversations'").fetchone()[0]
+        if dead >= 2500:
+            break
+        time.sleep(0.2)
+    client = redis_server['client']
+    client.flushdb()
+    client.mset({'victor:cache:%d' % i: 'v' for i in range(100)})
+    client.mset({'victor:session:%d' % i: 'v' for i in range(5)})
+    extra = tmp_path / 'extra.json'
+    extra.write_text(json.dumps({
+        'victor_maintenance_postgres_enabled': True, 'victor_maintenance_postgres_host': pg_cluster['host'],
+        'victor_maintenance_postgres_port': pg_cluster['port'], 'victor_maintenance_postgres_user': 'victor',
+        'victor_maintenance_postgres_password': 'victor-secret-pw', 'victor_maintenance_postgres_database': 'victor_role',
+        'victor_maintenance_redis_enabled': True, 'victor_maintenance_redis_port': redis_server['port'],
+        'victor_maintenance_redis_password': redis_server['password'], 'victor_maintenance_redis_clear_pattern': 'victor:cache:*',
+        'victor_maintenance_fail_on_error': False}))
+    try:
+        proc, _report, steps, _seconds = _weekly(local_root, '-e', '@%s' % extra)
+    finally:
+        conn.close()
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert 'victor-secret-pw' not in proc.stdout and redis_server['password'] not in proc.stdout
+    pg = steps['database']['data']['postgresql']
+    assert pg['vacuum']['tables'] == ['public.conversations']
+    assert pg['vacuum']['dead_tuples_before'] >= 2500 and pg['vacuum']['dead_tuples_after'] == 0
+    assert pg['slow_queries']['available'] is False and pg['pool_stats']['used'] >= 1
+    assert '; PostgreSQL: 1 table(s) vacuumed' in steps['database']['summary']
+    redis = steps['cache']['data']['redis']
+    assert redis['clear']['removed'] == 100 and client.dbsize() == 5
+    assert 'cleared 100 keys' in steps['cache']['summary'] and 'Redis hit rate' in steps['cache']['summary']
