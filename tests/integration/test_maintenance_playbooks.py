@@ -143,3 +143,26 @@ def test_weekly_with_postgresql_and_redis(local_root, pg_cluster, redis_server, 
     redis = steps['cache']['data']['redis']
     assert redis['clear']['removed'] == 100 and client.dbsize() == 5
     assert 'cleared 100 keys' in steps['cache']['summary'] and 'Redis hit rate' in steps['cache']['summary']
+
+
+def test_check_mode_changes_nothing_on_the_host(local_root):
+    db = local_root / 'state' / '.victor' / 'victor.db'
+    before = db.read_bytes()
+    old_log = local_root / 'state' / '.victor' / 'logs' / 'old.log.1'
+    old_log.write_text('old\n')
+    os.utime(old_log, (time.time() - 200 * 86400,) * 2)
+    env = dict(os.environ, VICTOR_LOCAL_ROOT=str(local_root), VICTOR_LOCAL_PORT=str(_free_port()), ANSIBLE_FORCE_COLOR='0')
+    cmd = [str(BIN / 'ansible-playbook'), '-i', str(ROOT / 'inventories' / 'local'), str(ROOT / 'playbooks' / 'monthly_maintenance.yml'),
+           '--check', '-e', 'victor_maintenance_perf_requests=1', '-e', 'victor_maintenance_fail_on_error=false',
+           '-e', 'victor_maintenance_backup_enabled=false', '-e', '{"victor_maintenance_pip_args": ["--no-index"]}']
+    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    reports = sorted((local_root / 'reports' / 'localhost').glob('monthly-*Z-check.json'))
+    assert len(reports) == 1
+    steps = {s['name']: s for s in json.loads(reports[0].read_text())['steps']}
+    assert steps['cleanup']['data']['removed'] == [str(old_log)]
+    assert steps['cleanup']['summary'].startswith('would remove 1 log file(s)')
+    assert steps['backup']['status'] == 'skipped'
+    assert old_log.exists()
+    assert db.read_bytes() == before
+    assert not list((local_root / 'reports' / 'localhost').glob('monthly-*Z.json'))  # a check report never counts as previous
