@@ -78,19 +78,19 @@ def main(argv=None):
                 scope=args.scope, include=cfg.get("include"), exclude=cfg.get("exclude"),
                 include_cache=cfg.get("include_cache", False), victor_version=cfg.get("victor_version"),
                 lock_timeout=cfg.get("lock_timeout", 600))
-            print(json.dumps(bk.summary(manifest)))
+            sys.stdout.write(json.dumps(bk.summary(manifest)) + "\n")
             if args.prune:
                 prune(store, cfg)
         elif args.command == "list":
             manifests, _problems = store.list_manifests()
             for manifest in bk.sort_manifests(manifests):
-                print(json.dumps(bk.summary(manifest)))
+                sys.stdout.write(json.dumps(bk.summary(manifest)) + "\n")
         elif args.command == "verify":
             manifests, _problems = store.list_manifests()
             chosen = bk.select_backup(manifests, args.backup_id)
             with bk.Lock(os.path.join(work_dir(cfg), ".victor-backup.lock"), cfg.get("lock_timeout", 600)):
                 result = bk.verify_backup(store, manifests, chosen, tools(cfg), work_dir(cfg))
-            print(json.dumps(result))
+            sys.stdout.write(json.dumps(result) + "\n")
             if not result["ok"]:
                 return 1
         else:
@@ -109,8 +109,8 @@ def prune(store, cfg):
     with bk.Lock(os.path.join(work_dir(cfg), ".victor-backup.lock"), cfg.get("lock_timeout", 600)):
         for ident in plan["forget"]:
             store.delete(by_id[ident])
-    print(json.dumps({"forgot": plan["forget"], "kept": plan["keep"]}))
+    sys.stdout.write(json.dumps({"forgot": plan["forget"], "kept": plan["keep"]}) + "\n")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -32,7 +32,7 @@ description:
     (C(age -d -i key | zstd -d | tar -x)).
   - Runs of this module on one host serialise on a lock in O(work_dir).
 author:
-  - victor.ops contributors
+  - victor.ops maintainers (@victor-ops)
 requirements:
   - zstd (Debian package C(zstd)) on the managed node
   - age (Debian package C(age)) when archives are encrypted
@@ -40,11 +40,11 @@ requirements:
 options:
   state:
     description:
-      - V(create) makes a backup; V(list) returns the backups; V(verify) re-reads one backup chain
+      - V(create) makes a backup; V(verify) re-reads one backup chain
         and checks it; V(prune) applies the retention rules; V(restore) restores a backup into
         O(target); V(revert) puts O(safety_copy) back in place of O(target).
     type: str
-    choices: [create, list, verify, prune, restore, revert]
+    choices: [create, verify, prune, restore, revert]
     default: create
   source:
     description: Victor's state directory to back up.
@@ -127,13 +127,6 @@ options:
       - Pick the newest backup taken at or before this time (ISO 8601; UTC when no zone is given).
       - This is backup-granularity point-in-time recovery, not a replay of transactions.
     type: str
-  since:
-    description: With O(state=list), only backups taken at or after this time.
-    type: str
-  filter_type:
-    description: With O(state=list), only backups of this type.
-    type: str
-    choices: [full, incremental]
   safety_copy:
     description:
       - With O(state=restore), where the replaced files are kept (default C(<target>.before-restore-<time>)).
@@ -223,14 +216,18 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Nothing is written; create, prune and restore report what they would do (prune lists what would go and why each kept backup is kept).
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: none
-    details: Each O(state=create) makes a new backup by design. V(list) and V(verify) with O(record_verification=false) never change anything.
+    details: Each O(state=create) makes a new backup by design. V(verify) with O(record_verification=false) never changes anything.
 seealso:
+  - module: victor.ops.victor_backup_info
   - name: Backup and restore guide
     description: Layout, retention, restoring with standard tools, and the disaster-recovery playbook.
     link: https://github.com/victor-ops/victor.ops/blob/main/docs/backup.md
@@ -258,13 +255,6 @@ EXAMPLES = r"""
     s3_request_checksum_calculation: when_required
     age_recipients:
       - age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
-
-- name: List full backups taken since the start of the year
-  victor.ops.victor_backup:
-    state: list
-    filter_type: full
-    since: "2025-01-01"
-  register: victor_backups
 
 - name: Verify the newest backup
   victor.ops.victor_backup:
@@ -317,7 +307,7 @@ manifest:
   sample: {"id": "20250120T020000Z-full-3f2a9c1d", "files": [{"path": "victor.db", "size": 49152, "sha256": "9f86d0..."}]}
 backups:
   description: Backups in the repository, oldest first by the time recorded in their manifest.
-  returned: state is list or prune
+  returned: state is prune
   type: list
   elements: dict
   sample: [{"id": "20250120T020000Z-full-3f2a9c1d", "time": "2025-01-20T02:00:00.123456Z", "type": "full"}]
@@ -384,7 +374,7 @@ from ansible_collections.victor.ops.plugins.module_utils import backup_s3
 
 def argument_spec():
     return dict(
-        state=dict(type="str", default="create", choices=["create", "list", "verify", "prune", "restore", "revert"]),
+        state=dict(type="str", default="create", choices=["create", "verify", "prune", "restore", "revert"]),
         source=dict(type="path", default="/var/lib/victor/.victor"),
         target=dict(type="path"),
         storage=dict(type="str", default="local", choices=["local", "s3"]),
@@ -403,8 +393,6 @@ def argument_spec():
         age_identity_file=dict(type="path"),
         backup_id=dict(type="str"),
         before=dict(type="str"),
-        since=dict(type="str"),
-        filter_type=dict(type="str", choices=["full", "incremental"]),
         safety_copy=dict(type="path"),
         keep_last=dict(type="int", default=0),
         keep_hourly=dict(type="int", default=0),
@@ -515,11 +503,6 @@ def run(module):
 
     manifests, problems = store.list_manifests()
     result["problems"] = problems
-
-    if state == "list":
-        chosen = bk.filter_manifests(manifests, params["filter_type"], None, params["since"])
-        result["backups"] = [bk.summary(m) for m in chosen]
-        return result
 
     if state == "prune":
         keep = dict((rule, params["keep_" + rule]) for rule in backup_retention.RULES)

@@ -300,7 +300,7 @@ def test_restore_of_a_backup_whose_database_is_corrupt_changes_nothing(tmp_path)
     corrupt = bytearray(good if len(good) > 8192 else good + b"\0" * 8192)
     corrupt[4096:4096 + 200] = b"\xff" * 200  # smash the first table page
     data = bytes(corrupt)
-    info, _ = _file("victor.db", data)
+    info = _file("victor.db", data)[0]
     records = [{"path": "victor.db", "type": "file", "kind": "db", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "mode": "0644"}]
     manifest = _forge_backup(store, [(info, data)], records)
     manifest["databases"] = [{"path": "victor.db", "journal_mode": "wal"}]
@@ -401,3 +401,20 @@ def test_bad_input_is_a_clear_error(tmp_path):
         bk.parse_time("yesterday")
     with pytest.raises(bk.BackupError, match="holds no backup"):
         bk.select_backup([])
+
+
+def test_cli_used_by_the_timers(env, capsys):
+    from ansible_collections.victor.ops.plugins.module_utils import backup_cli
+    tmp, state, _conn, store = env
+    config = tmp / "backup.json"
+    config.write_text(json.dumps({"source": str(state), "repository": store.path, "keep_last": 1}))
+    assert backup_cli.main(["--config", str(config), "create", "--type", "full"]) == 0
+    assert backup_cli.main(["--config", str(config), "create", "--type", "incremental", "--prune"]) == 0
+    assert backup_cli.main(["--config", str(config), "verify"]) == 0
+    listed = store.list_manifests()[0]
+    assert sorted(m["type"] for m in listed) == ["full", "incremental"]  # the full is the kept incremental's parent
+    capsys.readouterr()
+    broken = tmp / "broken.json"
+    broken.write_text(json.dumps({"source": str(tmp / "missing"), "repository": store.path}))
+    assert backup_cli.main(["--config", str(broken), "create"]) == 1
+    assert "does not exist" in capsys.readouterr().err

@@ -32,7 +32,7 @@ def _writer(path, committed, attempted, stop):
     pad = "x" * PAD
     while not stop.is_set():
         conn.execute("BEGIN IMMEDIATE")
-        for _ in range(5):
+        for _row in range(5):
             seq += 1
             conn.execute("INSERT INTO t (id, pad) VALUES (?, ?)", (seq, pad))
         attempted.value = seq  # published before COMMIT: an upper bound of what readers can see
@@ -165,7 +165,7 @@ def test_sigkill_never_leaves_a_listed_partial_backup(tmp_path):
     conn = sqlite3.connect(str(state / "victor.db"))
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, pad BLOB)")
-    conn.executemany("INSERT INTO t (pad) VALUES (?)", [(os.urandom(4000),) for _ in range(3000)])
+    conn.executemany("INSERT INTO t (pad) VALUES (?)", [(os.urandom(4000),) for _row in range(3000)])
     conn.commit()
     conn.close()
     with open(str(state / "logs" / "victor.log"), "wb") as handle:
@@ -179,7 +179,7 @@ def test_sigkill_never_leaves_a_listed_partial_backup(tmp_path):
     one = time.monotonic() - started
     assert timing.returncode == 0
     kills = completed = 0
-    for _ in range(40):
+    for _attempt in range(40):
         proc = subprocess.Popen([sys.executable, "-c", KILLER, repo, str(state), work], env=env)
         time.sleep(rng.uniform(0, one * 1.1))
         if proc.poll() is None:
