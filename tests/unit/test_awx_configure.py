@@ -44,12 +44,13 @@ def _tool(name):
 
 
 def _role_entry_options(role, entry):
+    """Options Ansible validates when the role's entry point runs ({} when it has no spec)."""
     name = role.split(".")[-1]
     path = ROOT / "roles" / name / "meta" / "argument_specs.yml"
-    assert path.is_file(), "role %s has no meta/argument_specs.yml" % role
+    if not path.is_file():
+        return {}
     specs = yaml.safe_load(path.read_text(encoding="utf-8"))["argument_specs"]
-    assert entry in specs, "role %s has no argument spec for entry point %s" % (role, entry)
-    return specs[entry].get("options") or {}
+    return (specs.get(entry) or {}).get("options") or {}
 
 
 def _walk_tasks(tasks, base, options, seen, play_vars):
@@ -187,7 +188,7 @@ def test_template_names_unique_and_playbooks_exist():
 
 def test_templates_cover_every_operation_playbook_present():
     """When an operations playbook exists, AWX gets a job template for it."""
-    wanted = ["deploy.yml", "rollback.yml", "restore.yml", "daily_health_check.yml",
+    wanted = ["deploy.yml", "rollback.yml", "backup.yml", "restore.yml", "daily_health_check.yml",
               "weekly_maintenance.yml", "monthly_maintenance.yml"]
     templated = {Path(t["playbook"]).name for t in TEMPLATES}
     for name in wanted:
