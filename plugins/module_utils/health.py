@@ -308,6 +308,11 @@ def check_http(base_url, path='/health', headers=None, timeout=10.0, validate_ce
         else:
             results.append(result('version:%s' % label, OK if str(version) == str(expected_version) else CRIT, version,
                                   expected_version, 'running %s, expected %s' % (version, expected_version)))
+    if isinstance(document, dict) and isinstance(document.get('connected'), bool):
+        # Victor's /status: {"connected": true, "provider": "ollama", ...} (runbook 000's provider connectivity)
+        provider = document.get('provider') or 'provider'
+        results.append(result('provider:%s' % label, OK if document['connected'] else CRIT, provider, 'connected',
+                              '%s %s' % (provider, 'connected' if document['connected'] else 'not connected')))
     components = document.get('components') if isinstance(document, dict) else None
     if isinstance(components, dict) and components:
         bad = dict((k, v) for k, v in components.items() if _word_status(v.get('status') if isinstance(v, dict) else v) != OK)

@@ -40,8 +40,10 @@ options:
     description:
       - GET one or more paths of Victor's API. Per path this yields a C(http:<path>) check
         (status code and the JSON C(status) field), a C(latency:<path>) check, a
-        C(version:<path>) check on the first path when O(http.expected_version) is set, and a
-        C(components:<path>) check when the answer has a C(components) mapping.
+        C(version:<path>) check on the first path when O(http.expected_version) is set, a
+        C(components:<path>) check when the answer has a C(components) mapping, and a
+        C(provider:<path>) check when it has a boolean C(connected) field (Victor's C(/status)
+        reports whether its LLM provider is connected).
       - In fleet mode these settings apply to every endpoint; O(http.url) may then be omitted.
     type: dict
     suboptions:

@@ -23,6 +23,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         '/plain': (200, 'hello', 0),
         '/components': (200, {'status': 'healthy', 'components': {'database': 'healthy', 'cache': {'status': 'unhealthy'}}}, 0),
         '/auth': (200, {'status': 'healthy'}, 0),
+        '/status': (200, {'connected': True, 'provider': 'ollama', 'mode': 'chat'}, 0),
+        '/status-down': (200, {'connected': False, 'provider': 'anthropic'}, 0),
     }
 
     def do_GET(self):  # noqa: N802 (http.server naming)
@@ -171,7 +173,7 @@ def test_http_plain_body_ok(server):
     assert _by_name(health.check_http(server, '/plain'))['http:/plain']['status'] == 'ok'
 
 
-@pytest.mark.parametrize('warn,crit,expected', [(100, 2000, 'warn'), (50, 100, 'crit'), (1000, 2000, 'ok')])
+@pytest.mark.parametrize('warn,crit,expected', [(100, 2000, 'warn'), (50, 100, 'crit'), (3000, 6000, 'ok')])
 def test_http_latency_thresholds(server, warn, crit, expected):
     check = _by_name(health.check_http(server, '/slow', latency_warn_ms=warn, latency_crit_ms=crit))['latency:/slow']
     assert check['status'] == expected
@@ -183,6 +185,14 @@ def test_http_components_reported(server):
     check = _by_name(health.check_http(server, '/components'))['components:/components']
     assert check['status'] == 'crit'
     assert 'cache' in check['message'] and 'database' not in check['message']
+
+
+def test_http_provider_connectivity_from_status(server):
+    up = _by_name(health.check_http(server, '/status'))['provider:/status']
+    assert (up['status'], up['value']) == ('ok', 'ollama')
+    down = _by_name(health.check_http(server, '/status-down'))['provider:/status-down']
+    assert (down['status'], down['message']) == ('crit', 'anthropic not connected')
+    assert 'provider:/health' not in _by_name(health.check_http(server, '/health'))
 
 
 def test_http_bearer_token_sent(server):
@@ -475,10 +485,11 @@ def test_fleet_keeps_order_and_grades_each(server):
 
 def test_fleet_runs_concurrently(server):
     started = time.monotonic()
-    results = health.check_fleet([{'url': server, 'paths': ['/slow']}] * 20, {'timeout': 5}, max_workers=20)
+    results = health.check_fleet([{'url': server, 'paths': ['/slow']}] * 20,
+                                 {'timeout': 5, 'latency_warn_ms': 5000, 'latency_crit_ms': 5000}, max_workers=20)
     elapsed = time.monotonic() - started
-    assert all(r['status'] == 'healthy' for r in results)
-    assert elapsed < 2.0, elapsed  # 20 x 0.3 s sequentially would be 6 s
+    assert [r['status'] for r in results] == ['healthy'] * 20, results
+    assert elapsed < 3.0, elapsed  # 20 x 0.3 s one after another would be 6 s
 
 
 def test_run_checks_combines_everything(server, tmp_path):
