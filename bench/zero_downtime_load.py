@@ -61,7 +61,7 @@ def run(url, workers, max_seconds, stop_file, pause, timeout):
             if pause:
                 time.sleep(pause)
 
-    threads = [threading.Thread(target=loop, daemon=True) for _ in range(workers)]
+    threads = [threading.Thread(target=loop, daemon=True) for dummy in range(workers)]
     for thread in threads:
         thread.start()
     for thread in threads:
