@@ -66,7 +66,8 @@ def test_json_report_says_healthy():
     assert checks['version:/health']['value'] == '0.9.5'
     assert checks['service:victor-api']['value'] == 'active'
     assert checks['backup:/var/backups/victor']['status'] == 'ok'
-    assert checks['sqlite:/var/lib/victor/.victor/cache/cache-v2.sqlite3']['value'] == 'ok'
+    # Victor creates its databases on first use: present -> quick_check ok, absent -> ok (missing_ok)
+    assert checks['sqlite:/var/lib/victor/.victor/cache/cache-v2.sqlite3']['value'] in ('ok', 'absent')
     assert checks['latency:/health']['value'] < 2000
 
 
@@ -94,6 +95,31 @@ def test_module_healthy_and_unchanged(host):
     result = _health(host)
     assert result['status'] == 'healthy', result['failed_checks']
     assert result['changed'] is False
+
+
+def test_provider_connectivity_from_status(host):
+    http = dict(BASE_ARGS['http'], paths=['/status'], expected_version=None, timeout=30, latency_warn_ms=30000, latency_crit_ms=30000)
+    result = _health(host, http=http)
+    provider = _checks(result)['provider:/status']
+    assert provider['status'] == 'ok', provider
+    assert provider['value'] == 'ollama'  # victor-ai's default provider, as /status reports it
+
+
+def test_sqlite_quick_check_on_the_host(host):
+    db = '/var/lib/victor/health-test.db'
+    host.check_output("sqlite3 %s 'PRAGMA journal_mode=WAL; CREATE TABLE t (x TEXT); CREATE INDEX i ON t (x);"
+                      " WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 3000)"
+                      " INSERT INTO t SELECT printf(\"row %%05d\", k) FROM n;'", db)
+    try:
+        good = _checks(_health(host, sqlite={'paths': [db]}))['sqlite:%s' % db]
+        assert (good['status'], good['value']) == ('ok', 'ok')
+        # scribble over b-tree pages 3, 6, 9 ... (4 KiB pages), as a disk error would
+        host.check_output("for p in 3 6 9 12 15; do printf '\\x00\\x11%%.0s' $(seq 32) |"
+                          " dd of=%s bs=1 seek=$((p * 4096 + 100)) conv=notrunc status=none; done", db)
+        bad = _checks(_health(host, sqlite={'paths': [db]}))['sqlite:%s' % db]
+        assert bad['status'] == 'crit', bad
+    finally:
+        host.run('rm -f %s %s-wal %s-shm', db, db, db)
 
 
 def test_disk_threshold_degrades(host):
