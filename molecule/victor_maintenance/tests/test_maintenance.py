@@ -34,8 +34,13 @@ def test_weekly_report(host):
     assert fixture['stats_after']['tables'] == fixture['stats']['tables'] == {'t': 200}
     assert host.file(DATA + '/fixture-fragmented.db').size == fixture['vacuum']['size_after']
     assert host.file(DATA + '/fixture-fragmented.db').user == 'victor'
-    # Victor creates victor.db on first use; an idle fresh deploy has none: reported absent, not failed
-    assert steps['database']['data']['absent'] == [DATA + '/victor.db', DATA + '/cache/cache-v2.sqlite3']
+    assert steps['database']['data']['absent'] == [DATA + '/cache/cache-v2.sqlite3']
+    assert steps['database']['data']['busy'] == []
+    victor_db = steps['database']['data']['sqlite'][DATA + '/victor.db']  # maintained while Victor runs
+    assert victor_db['quick_check']['ok'] is True
+    assert victor_db['stats']['tables']['sys_metadata'] >= 1
+    assert host.file(DATA + '/victor.db').user == 'victor'
+    assert not host.file(DATA + '/victor.db-wal').exists or host.file(DATA + '/victor.db-wal').user == 'victor'
     assert steps['security']['data']['pip_check'], steps['security']
 
 
@@ -49,7 +54,7 @@ def test_monthly_report(host):
     assert steps['health']['data']['status'] == 'healthy'
     sizes = steps['capacity']['data']['sizes']
     assert sizes['db:fixture-fragmented.db'] == host.file(DATA + '/fixture-fragmented.db').size
-    assert sizes['db:victor.db'] is None
+    assert sizes['db:victor.db'] == host.file(DATA + '/victor.db').size
     assert steps['capacity']['data']['growth']['previous'] is None
 
 
@@ -62,6 +67,7 @@ def test_monthly_report(host):
     ('cache/fresh-entry.json', False),
     ('cache/old-cache.sqlite3', False),
     ('fixture-fragmented.db', False),
+    ('victor.db', False),
 ])
 def test_only_old_files_are_removed(host, path, removed):
     _report_, steps = _report('monthly')
