@@ -72,6 +72,7 @@ def _job(target, template_name, extra=None, cmdline=None):
             "victor_maintenance_report_dir": str(work / "maintenance-reports"),
             "victor_maintenance_perf_requests": 10,
             "victor_maintenance_pip_args": ["--no-index", "--find-links", "/wheelhouse"],
+            "victor_runbook_report_dir": str(work / "runbook-reports"),
         }}}}}
     (pdd / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inventory), encoding="utf-8")
     # What AWX sends: the survey answers (here the defaults, as AWX types them) plus the
@@ -159,6 +160,23 @@ def test_daily_health_job_fails_when_victor_is_down(target):
         _docker("exec", host, "systemctl", "start", "victor-api")
         _docker("exec", host, "bash", "-c",
                 "for i in $(seq 90); do curl -fsS http://127.0.0.1:8765/health && exit 0; sleep 1; done; exit 1")
+
+
+def test_runbook_job_restores_the_api_and_publishes_artifacts(target):
+    """The API server down runbook as an AWX job: the bundle comes back as job artifacts."""
+    host = target["name"]
+    _docker("exec", host, "bash", "-c",
+            "kill -TERM $(systemctl show victor-api -p MainPID --value);"
+            " for i in $(seq 60); do systemctl is-active -q victor-api || exit 0; sleep 0.5; done; exit 1")
+    runner, events = _job(target, "Victor runbook - API server down")
+    assert runner.status == "successful" and runner.rc == 0, _explain(runner, events)
+    stats = [e for e in events if e.get("event") == "playbook_on_stats"]
+    artifacts = stats[-1]["event_data"]["artifact_data"]["victor_runbook"][host]
+    assert artifacts["healthy"] is True and artifacts["actions"] == {"restarted": True}
+    bundle = json.loads(Path(artifacts["report"]).read_text(encoding="utf-8"))
+    assert bundle["awx_job_id"] == 4242 and bundle["awx_user_name"] == "runner-test"
+    assert bundle["diagnostics"]["before"]["health"]["ok"] is False
+    assert bundle["diagnostics"]["after"]["health"]["body"]["status"] == "healthy"
 
 
 def test_monthly_maintenance_job_with_survey_defaults(target):
