@@ -7,9 +7,8 @@ REPO = '/var/backups/victor'
 
 
 def _manifests(host):
-    out = host.check_output("cat %s/*.manifest.json | python3 -c 'import json,sys; "
-                            "d=sys.stdin.read().replace(\"}\\n{\", \"}\\x00{\").split(\"\\x00\"); "
-                            "print(json.dumps([json.loads(x) for x in d]))'" % REPO)
+    out = host.check_output("python3 -c 'import glob, json; print(json.dumps([json.load(open(p)) "
+                            "for p in glob.glob(\"%s/*.manifest.json\")]))'" % REPO)
     return json.loads(out)
 
 
