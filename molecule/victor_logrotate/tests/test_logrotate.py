@@ -53,7 +53,7 @@ def test_forced_rotations_while_victor_writes_lose_no_line(host):
     summary = json.loads(host.check_output("bash -c %s", PROOF).splitlines()[-1])
     print("rotation proof:", summary)
     assert summary["logrotate_failures"] == 0
-    assert summary["written"] >= 50
+    assert summary["written"] >= 20
     # every record Victor wrote is in the live file or a rotated generation, exactly once
     assert summary["after"] - summary["before"] == summary["written"]
     # compressed generations appeared (delaycompress keeps the newest one plain)
