@@ -24,7 +24,7 @@ BASE_ARGS = {
     'memory': {},
     'log': {'path': LOG, 'window_minutes': 60},
     'sqlite': {'paths': ['/var/lib/victor/.victor/cache/cache-v2.sqlite3', '/var/lib/victor/.victor/victor.db'], 'missing_ok': True},
-    'backup': {'path': '/var/backups/victor'},
+    'backup': {'path': '/var/backups/victor', 'pattern': '*.manifest.json'},
     'fail_on': 'never',
 }
 
@@ -66,6 +66,7 @@ def test_json_report_says_healthy():
     assert checks['version:/health']['value'] == '0.9.5'
     assert checks['service:victor-api']['value'] == 'active'
     assert checks['backup:/var/backups/victor']['status'] == 'ok'
+    assert '20261125T000000Z.manifest.json' in checks['backup:/var/backups/victor']['message']
     # Victor creates its databases on first use: present -> quick_check ok, absent -> ok (missing_ok)
     assert checks['sqlite:/var/lib/victor/.victor/cache/cache-v2.sqlite3']['value'] in ('ok', 'absent')
     assert checks['latency:/health']['value'] < 2000
