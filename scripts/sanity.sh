@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # ansible-test must run inside a real directory ending in ansible_collections/victor/ops
 # (it resolves symlinks), so the collection's files (tracked plus new, not ignored) are
-# copied to .cache/sanity/ansible_collections/victor/ops and tested there.
+# copied to a private .cache/sanity.XXXXXX/ansible_collections/victor/ops per run (so two
+# runs can go at once) and tested there.
 # Its pip bootstrap URL is unreachable here, so a stand-in get_pip script (ensurepip + pip
 # from PyPI) is put where ansible-test looks first.
 set -euo pipefail
 root=$(pwd)
-dest="$root/.cache/sanity/ansible_collections/victor/ops"
-rm -rf "$dest" && mkdir -p "$dest"
+mkdir -p "$root/.cache"
+workdir=$(mktemp -d "$root/.cache/sanity.XXXXXX")
+trap 'rm -rf "$workdir"' EXIT
+dest="$workdir/ansible_collections/victor/ops"
+mkdir -p "$dest"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
   [ -e "$f" ] && printf '%s\0' "$f"
 done | tar -c --null -T - | tar -x -C "$dest"
@@ -16,7 +20,7 @@ git -C "$dest" init -q && git -C "$dest" add -A
 
 cache="$HOME/.ansible/test/cache"
 mkdir -p "$cache"
-cat > "$cache/get_pip_24_2.py" <<'PY'
+cat > "$cache/get_pip_24_2.py.$$" <<'PY'
 """Stand-in for the get-pip bootstrap: ensurepip, then the requested pip from PyPI."""
 import ensurepip
 import subprocess
@@ -27,5 +31,6 @@ requirement = next((a for a in sys.argv[1:] if a.startswith("pip")), "pip==24.2"
 subprocess.check_call([sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
                        "--cert", "/etc/ssl/certs/ca-certificates.crt", requirement])
 PY
+mv -f "$cache/get_pip_24_2.py.$$" "$cache/get_pip_24_2.py"
 cd "$dest"
-exec "$root/.venv/bin/ansible-test" sanity --python 3.11 --requirements --color no "$@"
+"$root/.venv/bin/ansible-test" sanity --python 3.11 --requirements --color no "$@"
