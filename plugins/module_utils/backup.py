@@ -330,37 +330,20 @@ class _HashingReader:
         return block
 
 
-class _Sink(threading.Thread):
-    """Drain a pipe into a file object while hashing and counting the bytes."""
+class _Pump(threading.Thread):
+    """Copy a readable object into a writable one in a thread, hashing and counting the bytes.
 
-    def __init__(self, pipe, out):
-        super(_Sink, self).__init__(daemon=True)
-        self.pipe = pipe
-        self.out = out
-        self.digest = hashlib.sha256()
-        self.size = 0
-        self.error = None
+    The write side (close_out=False) drains the last stage's stdout into the archive file.
+    The read side (close_out=True) feeds the archive into a decompressor's stdin and closes
+    it at the end; a decompressor that exits early is an error unless it already got data
+    (it then reports the problem itself through its exit status).
+    """
 
-    def run(self):
-        try:
-            while True:
-                block = self.pipe.read(CHUNK)
-                if not block:
-                    break
-                self.digest.update(block)
-                self.size += len(block)
-                self.out.write(block)
-        except Exception as exc:  # pylint: disable=broad-except
-            self.error = exc
-
-
-class _Feeder(threading.Thread):
-    """Copy a readable object into a pipe while hashing and counting the bytes."""
-
-    def __init__(self, source, pipe):
-        super(_Feeder, self).__init__(daemon=True)
+    def __init__(self, source, out, close_out=False):
+        super(_Pump, self).__init__(daemon=True)
         self.source = source
-        self.pipe = pipe
+        self.out = out
+        self.close_out = close_out
         self.digest = hashlib.sha256()
         self.size = 0
         self.error = None
@@ -373,25 +356,27 @@ class _Feeder(threading.Thread):
                     break
                 self.digest.update(block)
                 self.size += len(block)
-                self.pipe.write(block)
+                self.out.write(block)
         except BrokenPipeError:
-            self.error = None if self.size else BrokenPipeError("decompressor exited early")
+            self.error = None if (self.close_out and self.size) else BrokenPipeError("the next pipeline stage exited early")
         except Exception as exc:  # pylint: disable=broad-except
             self.error = exc
         finally:
-            try:
-                self.pipe.close()
-            except OSError:
-                pass
+            if self.close_out:
+                try:
+                    self.out.close()
+                except OSError:
+                    pass
 
 
 class Tools:
     """Paths of the external programs and the encryption settings."""
 
     def __init__(self, zstd="zstd", age="age", compression_level=3, threads=0,
-                 age_recipients=None, age_recipients_file=None, age_identity_file=None):
+                 age_recipients=None, age_recipients_file=None, age_identity_file=None, pg_restore="pg_restore"):
         self.zstd = zstd
         self.age = age
+        self.pg_restore = pg_restore
         self.compression_level = int(compression_level)
         self.threads = int(threads)
         self.age_recipients = list(age_recipients or [])
@@ -449,7 +434,7 @@ def write_archive(entries, snapshots, out_handle, tools):
         compressor.stdout.close()
         procs.append(("age", encryptor))
         last = encryptor
-    sink = _Sink(last.stdout, out_handle)
+    sink = _Pump(last.stdout, out_handle)
     sink.start()
     records = []
     try:
@@ -506,9 +491,12 @@ def _add_entry(tar, entry, snapshot_path):
             if "unexpected end of data" in str(exc):
                 raise BackupError("%s shrank while it was read (truncated by another process?)" % entry["path"])
             raise
-    return {"path": entry["path"], "type": "file", "kind": entry["kind"], "size": st.st_size,
-            "sha256": reader.digest.hexdigest(), "mode": "%04o" % info.mode, "uid": info.uid,
-            "gid": info.gid, "mtime": info.mtime}
+    record = {"path": entry["path"], "type": "file", "kind": entry["kind"], "size": st.st_size,
+              "sha256": reader.digest.hexdigest(), "mode": "%04o" % info.mode, "uid": info.uid,
+              "gid": info.gid, "mtime": info.mtime}
+    if entry.get("engine"):
+        record["engine"] = entry["engine"]
+    return record
 
 
 def open_archive_stream(source, tools, encrypted):
@@ -526,7 +514,7 @@ def open_archive_stream(source, tools, encrypted):
         first.stdout.close()
         procs.append(("zstd", second))
         last = second
-    feeder = _Feeder(source, first.stdin)
+    feeder = _Pump(source, first.stdin, close_out=True)
     feeder.start()
     return feeder, procs, last.stdout
 
@@ -880,8 +868,12 @@ def chain_state(chain):
 # --------------------------------------------------------------------------- create
 
 def create_backup(store, source, work_dir, tools, backup_type="full", scope="full", include=None, exclude=None,
-                  include_cache=False, victor_version=None, host=None, now=None, lock_timeout=0.0, extra_databases=None):
-    """Make one backup; returns its manifest.  Raises BackupError and leaves nothing listed on failure."""
+                  include_cache=False, victor_version=None, host=None, now=None, lock_timeout=0.0, postgres=None):
+    """Make one backup; returns its manifest.  Raises BackupError and leaves nothing listed on failure.
+
+    postgres: backup_postgres.PostgresSource objects whose databases are dumped (pg_dump
+    --format=custom) into the archive for the full and database scopes.
+    """
     if backup_type not in ("full", "incremental"):
         raise BackupError("unknown backup type %r" % (backup_type,))
     store.ensure()
@@ -901,7 +893,7 @@ def create_backup(store, source, work_dir, tools, backup_type="full", scope="ful
         os.makedirs(scratch, mode=0o700)
         try:
             manifest = _create(store, source, scratch, tools, backup_id, backup_type, scope, include, exclude,
-                               include_cache, victor_version, host, now, parent, manifests, extra_databases)
+                               include_cache, victor_version, host, now, parent, manifests, postgres)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         manifest["cleaned"] = cleaned
@@ -920,7 +912,7 @@ def _cleanup_scratch(work_dir):
 
 
 def _create(store, source, scratch, tools, backup_id, backup_type, scope, include, exclude, include_cache,
-            victor_version, host, now, parent, manifests, extra_databases):
+            victor_version, host, now, parent, manifests, postgres):
     entries = select_files(source, scope, include, exclude, include_cache)
     snapshots = {}
     databases = []
@@ -931,10 +923,13 @@ def _create(store, source, scratch, tools, backup_id, backup_type, scope, includ
             details["path"] = entry["path"]
             snapshots[entry["path"]] = snap
             databases.append(details)
-    for dump in extra_databases or []:
-        entries.append(dump["entry"])
-        snapshots[dump["entry"]["path"]] = dump["file"]
-        databases.append(dump["details"])
+    if scope in ("full", "database"):
+        for index, pg_source in enumerate(postgres or []):
+            dump = os.path.join(scratch, "pg-%d.pgdump" % index)
+            details = pg_source.dump(dump, scratch)
+            details["path"] = _pg().dump_relpath(pg_source.database, set(e["path"] for e in entries))
+            entries.append({"path": details["path"], "type": "file", "abspath": dump, "kind": "db", "engine": "postgresql"})
+            databases.append(details)
     deleted = []
     if parent is not None:
         parent_state = chain_state(resolve_chain(manifests, parent))
@@ -964,8 +959,18 @@ def _create(store, source, scratch, tools, backup_id, backup_type, scope, includ
         "databases": databases, "sqlite_version": sqlite3.sqlite_version, "verified": None,
     }
     manifest["archive"].update(location)
+    stored = dict((r["path"], r) for r in records)
+    for details in databases:
+        if details.get("engine") == "postgresql" and details["path"] in stored:
+            details.update(size=stored[details["path"]]["size"], sha256=stored[details["path"]]["sha256"])
     store.put_manifest(manifest)
     return manifest
+
+
+def _pg():
+    # backup_postgres imports BackupError from here: import it when it is used.
+    from ansible_collections.victor.ops.plugins.module_utils import backup_postgres  # pylint: disable=import-outside-toplevel
+    return backup_postgres
 
 
 def _split_unchanged(entries, snapshots, parent_state):
@@ -1011,11 +1016,16 @@ def verify_backup(store, manifests, manifest, tools, work_dir, record=True):
             if member_problems:
                 continue
             for db in member.get("databases", []):
-                if db.get("engine", "sqlite") != "sqlite":
-                    continue
                 path = os.path.join(dest, *db["path"].split("/"))
                 if not os.path.exists(path):
                     continue  # unchanged in this incremental; checked in its parent
+                if db.get("engine") == "postgresql":
+                    dump_problems = _pg().check_dump(path, tools.pg_restore)
+                    databases[db["path"]] = "ok" if not dump_problems else dump_problems[0]
+                    problems += ["%s: %s" % (member["id"], p) for p in dump_problems]
+                    continue
+                if db.get("engine", "sqlite") != "sqlite":
+                    continue
                 result = integrity_check(path)
                 databases[db["path"]] = result[0] if len(result) == 1 else "; ".join(result[:5])
                 if result != ["ok"]:
@@ -1033,15 +1043,23 @@ def verify_backup(store, manifests, manifest, tools, work_dir, record=True):
 
 # --------------------------------------------------------------------------- restore
 
-def restore_backup(store, manifests, manifest, tools, target, scope="full", safety_dir=None, now=None):
-    """Restore a backup chain into target; returns {restored, safety_copy, files, removed}.
+def restore_backup(store, manifests, manifest, tools, target, scope="full", safety_dir=None, now=None, postgres=None,
+                   restore_postgres=True):
+    """Restore a backup chain into target; returns {restored, safety_copy, files, moved, postgres}.
 
     1. Extract and check every archive of the chain into a staging directory next to the
        target (nothing live is touched yet; any sha256 or integrity failure stops here).
-    2. Move the live files the restore replaces into a safety copy, then move the staged
+       PostgreSQL dumps are checked with pg_restore --list and a full read.
+    2. With a PostgreSQL dump to restore, pg_dump the live database first (the safety copy
+       of the database; a failure here stops the restore, nothing changed).
+    3. Move the live files the restore replaces into a safety copy, then move the staged
        files in (renames on one filesystem).  Stale -wal/-shm files of replaced databases
-       go to the safety copy too.
-    3. integrity_check the databases in place; on any failure put the safety copy back.
+       go to the safety copy too.  The pre-restore dump is kept in the safety copy.
+    4. pg_restore --clean --if-exists --single-transaction the dump (a failing pg_restore
+       leaves the database unchanged) and integrity_check the SQLite databases in place;
+       on any failure put the safety copy back (files and database).
+
+    postgres: a backup_postgres.PostgresSource for the database to restore into.
     """
     if scope not in ("full", "database", "config"):
         raise BackupError("unknown scope %r" % (scope,))
@@ -1054,24 +1072,65 @@ def restore_backup(store, manifests, manifest, tools, target, scope="full", safe
     stamp = (now or utcnow()).strftime("%Y%m%dT%H%M%SZ")
     staging = os.path.join(parent_dir, ".victor-backup-restore-%s-%s" % (manifest["id"], uuid.uuid4().hex[:6]))
     os.makedirs(staging, mode=0o700)
+    pg_done = None
     try:
-        files = _stage_chain(store, chain, tools, staging, scope)
+        files, dumps = _stage_chain(store, chain, tools, staging, scope)
         _prepare_databases(staging, chain, files)
+        dump = _pick_dump(manifest, dumps, postgres, restore_postgres, tools)
         safety = safety_dir or "%s.before-restore-%s" % (target, stamp)
         if os.path.exists(safety):
             raise BackupError("safety copy path %s already exists" % safety)
+        pre_dump = None
+        if dump is not None:
+            pre_dump = os.path.join(staging, "pre-restore" + _pg().DUMP_SUFFIX)
+            try:
+                postgres.dump(pre_dump, staging)
+            except BackupError as exc:
+                raise BackupError("cannot take the safety dump of the database before the restore, nothing was changed: %s" % exc)
         moved = swap_in(staging, target, safety, files, scope)
+        if pre_dump is not None:
+            keep = os.path.join(safety, _pg().dump_relpath(postgres.database, set()))
+            os.makedirs(os.path.dirname(keep), mode=0o700, exist_ok=True)
+            os.rename(pre_dump, keep)
+            try:
+                postgres.restore(dump, staging)
+            except BackupError as exc:
+                revert(target, safety, moved, postgres=None)
+                raise BackupError("%s; the previous files were put back" % exc)
+            pg_done = {"database": postgres.describe(), "dump": dump.rsplit(os.sep, 1)[-1], "safety_dump": keep}
         problems = check_databases(target, files)
         if problems:
-            revert(target, safety, moved)
+            revert(target, safety, moved, postgres=postgres if pg_done else None)
             raise BackupError("restored databases fail integrity_check (%s); the previous state was put back" % "; ".join(problems))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"restored": manifest["id"], "chain": [m["id"] for m in chain], "safety_copy": safety,
-            "files": sorted(files), "moved": moved}
+            "files": sorted(files), "moved": moved, "postgres": pg_done}
+
+
+def _pick_dump(manifest, dumps, postgres, restore_postgres, tools):
+    """The staged dump to pg_restore (checked), or None."""
+    if not dumps or not restore_postgres:
+        return None
+    if postgres is None:
+        raise BackupError("backup %s holds a PostgreSQL dump (%s): give postgres_url to restore it, or postgres_restore=false "
+                          "to restore the files only; nothing was changed" % (manifest["id"], ", ".join(sorted(dumps))))
+    if len(dumps) == 1:
+        path = list(dumps.values())[0]
+    else:
+        wanted = _pg().dump_relpath(postgres.database, set())
+        if wanted not in dumps:
+            raise BackupError("backup %s holds several PostgreSQL dumps (%s) and none of database %s; nothing was changed"
+                              % (manifest["id"], ", ".join(sorted(dumps)), postgres.database))
+        path = dumps[wanted]
+    problems = _pg().check_dump(path, tools.pg_restore)
+    if problems:
+        raise BackupError("the PostgreSQL dump in backup %s is unusable, nothing was changed: %s" % (manifest["id"], "; ".join(problems)))
+    return path
 
 
 def _stage_chain(store, chain, tools, staging, scope):
+    """Extract the chain; returns (state files to swap in, {dump relpath: staged dump path})."""
     state = chain_state(chain)
     wanted = dict((p, r) for p, r in state.items() if _in_scope(r, scope))
     for manifest in chain:
@@ -1082,17 +1141,21 @@ def _stage_chain(store, chain, tools, staging, scope):
             raise BackupError("backup %s failed verification, nothing was changed: %s" % (manifest["id"], "; ".join(problems)))
     tree = os.path.join(staging, "tree")
     os.makedirs(tree)
+    dumps = {}
     for path, record in sorted(wanted.items()):
-        src = os.path.join(staging, ".chain", record["backup"], *path.split("/"))
+        src = os.path.join(staging, ".chain", record["backup"] or "", *path.split("/"))
+        if record["type"] != "symlink" and not os.path.lexists(src):
+            raise BackupError("file %s of backup %s is missing from its archive" % (path, record["backup"]))
+        if record.get("engine") == "postgresql":
+            dumps[path] = src  # restored with pg_restore, never placed in the state directory
+            continue
         dst = os.path.join(tree, *path.split("/"))
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if record["type"] == "symlink":
             os.symlink(record["target"], dst)
         else:
-            if not os.path.lexists(src):
-                raise BackupError("file %s of backup %s is missing from its archive" % (path, record["backup"]))
             os.rename(src, dst)
-    return wanted
+    return dict((p, r) for p, r in wanted.items() if p not in dumps), dumps
 
 
 def _in_scope(record, scope):
@@ -1186,10 +1249,38 @@ def _own_dirs(tree, uid, gid):
                 os.chown(path, uid, gid)
 
 
-def revert(target, safety, moved=None):
-    """Put a safety copy back in place of target (full) or file by file (database/config)."""
+def revert(target, safety, moved=None, postgres=None, private_dir=None):
+    """Put a safety copy back in place of target (full) or file by file (database/config).
+
+    A safety copy that holds a pre-restore PostgreSQL dump (.victor-backup-postgres/) needs
+    postgres (the database to put it back into): it is pg_restored first, then removed.
+    """
     if not os.path.isdir(safety):
         raise BackupError("safety copy %s does not exist" % safety)
+    pg_dir = os.path.join(safety, _pg().DUMP_DIR)
+    pg_error = None
+    if os.path.isdir(pg_dir):
+        if postgres is not None:
+            for name in sorted(os.listdir(pg_dir)):
+                try:
+                    postgres.restore(os.path.join(pg_dir, name), private_dir or os.path.dirname(os.path.abspath(safety)))
+                except BackupError as exc:
+                    pg_error = exc
+        elif moved is None:
+            raise BackupError("safety copy %s holds a PostgreSQL dump of the database before the restore: give postgres_url "
+                              "to put it back too; nothing was changed" % safety)
+        if pg_error is None:
+            shutil.rmtree(pg_dir)
+        else:
+            # keep the dump out of the state directory, next to the safety copy
+            os.rename(pg_dir, "%s.postgres-%s" % (safety.rstrip(os.sep), uuid.uuid4().hex[:6]))
+    restored = _revert_files(target, safety, moved)
+    if pg_error is not None:
+        raise BackupError("the files were put back, but putting the database back failed: %s" % pg_error)
+    return restored
+
+
+def _revert_files(target, safety, moved):
     marker = moved
     if marker is None:
         marker = {"mode": "full"}

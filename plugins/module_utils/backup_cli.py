@@ -27,18 +27,8 @@ from ansible_collections.victor.ops.plugins.module_utils import backup_retention
 
 
 def make_store(cfg):
-    if cfg.get("storage", "local") == "local":
-        return bk.LocalStore(cfg.get("repository", "/var/backups/victor"))
     from ansible_collections.victor.ops.plugins.module_utils import backup_s3
-    return backup_s3.S3Store(
-        cfg["s3_bucket"], prefix=cfg.get("s3_prefix", "victor-backups"), region=cfg.get("s3_region"),
-        endpoint_url=cfg.get("s3_endpoint_url"), access_key=cfg.get("s3_access_key"), secret_key=cfg.get("s3_secret_key"),
-        sse=cfg.get("s3_sse"), sse_kms_key_id=cfg.get("s3_sse_kms_key_id"),
-        multipart_threshold=cfg.get("s3_multipart_threshold", 64 * 1024 * 1024),
-        multipart_chunksize=cfg.get("s3_multipart_chunksize", 16 * 1024 * 1024),
-        request_checksum_calculation=cfg.get("s3_request_checksum_calculation"),
-        response_checksum_validation=cfg.get("s3_response_checksum_validation"),
-        spool_dir=work_dir(cfg), validate_certs=cfg.get("s3_validate_certs", True))
+    return backup_s3.make_store(cfg, work_dir(cfg))
 
 
 def work_dir(cfg):
@@ -53,6 +43,14 @@ def tools(cfg):
     return bk.Tools(compression_level=cfg.get("compression_level", 3), threads=cfg.get("compression_threads", 0),
                     age_recipients=cfg.get("age_recipients") or [], age_recipients_file=cfg.get("age_recipients_file"),
                     age_identity_file=cfg.get("age_identity_file"))
+
+
+def postgres(cfg):
+    """PostgreSQL databases to dump: postgres_url in the (0600) config file."""
+    if not cfg.get("postgres_url"):
+        return []
+    from ansible_collections.victor.ops.plugins.module_utils import backup_postgres
+    return [backup_postgres.PostgresSource(cfg["postgres_url"])]
 
 
 def main(argv=None):
@@ -77,7 +75,7 @@ def main(argv=None):
                 store, cfg.get("source", "/var/lib/victor/.victor"), work_dir(cfg), tools(cfg), backup_type=args.type,
                 scope=args.scope, include=cfg.get("include"), exclude=cfg.get("exclude"),
                 include_cache=cfg.get("include_cache", False), victor_version=cfg.get("victor_version"),
-                lock_timeout=cfg.get("lock_timeout", 600))
+                lock_timeout=cfg.get("lock_timeout", 600), postgres=postgres(cfg))
             sys.stdout.write(json.dumps(bk.summary(manifest)) + "\n")
             if args.prune:
                 prune(store, cfg)

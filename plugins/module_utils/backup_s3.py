@@ -21,7 +21,7 @@ import os
 import uuid
 
 from ansible_collections.victor.ops.plugins.module_utils.backup import (
-    BackupError, CHUNK, MANIFEST_SUFFIX,
+    BackupError, CHUNK, MANIFEST_SUFFIX, LocalStore,
 )
 
 try:
@@ -34,6 +34,50 @@ except ImportError as _exc:  # pragma: no cover - reported by the module
     HAS_BOTO3 = False
     BOTO3_IMPORT_ERROR = _exc
     BotoCoreError = ClientError = Exception
+
+
+STORAGE_DEFAULTS = {"storage": "local", "repository": "/var/backups/victor", "s3_prefix": "victor-backups",
+                    "s3_multipart_threshold": 64 * 1024 * 1024, "s3_multipart_chunksize": 16 * 1024 * 1024,
+                    "s3_validate_certs": True}
+
+
+def storage_argument_spec():
+    """Options saying where the backups are (doc fragment victor.ops.backup_storage), shared by both modules."""
+    return dict(
+        storage=dict(type="str", default="local", choices=["local", "s3"]),
+        repository=dict(type="path", default=STORAGE_DEFAULTS["repository"]),
+        s3_bucket=dict(type="str"),
+        s3_prefix=dict(type="str", default=STORAGE_DEFAULTS["s3_prefix"]),
+        s3_region=dict(type="str"),
+        s3_endpoint_url=dict(type="str"),
+        s3_access_key=dict(type="str", no_log=True),
+        s3_secret_key=dict(type="str", no_log=True),
+        s3_session_token=dict(type="str", no_log=True),
+        s3_sse=dict(type="str", choices=["AES256", "aws:kms"]),
+        s3_sse_kms_key_id=dict(type="str", no_log=False),
+        s3_multipart_threshold=dict(type="int", default=STORAGE_DEFAULTS["s3_multipart_threshold"]),
+        s3_multipart_chunksize=dict(type="int", default=STORAGE_DEFAULTS["s3_multipart_chunksize"]),
+        s3_request_checksum_calculation=dict(type="str", choices=["when_supported", "when_required"]),
+        s3_response_checksum_validation=dict(type="str", choices=["when_supported", "when_required"]),
+        s3_validate_certs=dict(type="bool", default=True),
+    )
+
+
+def make_store(params, spool_dir):
+    """A LocalStore or S3Store from the storage options (module params or the timers' JSON config)."""
+    cfg = dict(STORAGE_DEFAULTS)
+    cfg.update(dict((k, v) for k, v in params.items() if v is not None))
+    if cfg["storage"] == "local":
+        return LocalStore(cfg["repository"])
+    if not cfg.get("s3_bucket"):
+        raise BackupError("storage=s3 needs s3_bucket")
+    return S3Store(
+        cfg["s3_bucket"], prefix=cfg["s3_prefix"], region=cfg.get("s3_region"), endpoint_url=cfg.get("s3_endpoint_url"),
+        access_key=cfg.get("s3_access_key"), secret_key=cfg.get("s3_secret_key"), session_token=cfg.get("s3_session_token"),
+        sse=cfg.get("s3_sse"), sse_kms_key_id=cfg.get("s3_sse_kms_key_id"), multipart_threshold=cfg["s3_multipart_threshold"],
+        multipart_chunksize=cfg["s3_multipart_chunksize"], request_checksum_calculation=cfg.get("s3_request_checksum_calculation"),
+        response_checksum_validation=cfg.get("s3_response_checksum_validation"), spool_dir=spool_dir,
+        validate_certs=cfg["s3_validate_certs"])
 
 
 def expected_etag(path, threshold, chunksize):

@@ -36,7 +36,9 @@ author:
 requirements:
   - zstd (Debian package C(zstd)) on the managed node
   - age (Debian package C(age)) when archives are encrypted
-  - boto3 (Debian package C(python3-boto3)) for O(storage=s3)
+  - pg_dump and pg_restore (Debian package C(postgresql-client), as new as the server) with O(postgres_url)
+extends_documentation_fragment:
+  - victor.ops.backup_storage
 options:
   state:
     description:
@@ -53,15 +55,6 @@ options:
   target:
     description: Directory to restore into (O(state=restore), O(state=revert)); defaults to O(source).
     type: path
-  storage:
-    description: Where backups are kept.
-    type: str
-    choices: [local, s3]
-    default: local
-  repository:
-    description: Local directory holding the backups (O(storage=local)).
-    type: path
-    default: /var/backups/victor
   work_dir:
     description:
       - Scratch directory for database snapshots, spooled uploads, verification and the lock file.
@@ -163,55 +156,23 @@ options:
   victor_version:
     description: Victor version recorded in the manifest.
     type: str
-  s3_bucket:
-    description: S3 bucket (O(storage=s3)).
-    type: str
-  s3_prefix:
-    description: Key prefix inside the bucket.
-    type: str
-    default: victor-backups
-  s3_region:
-    description: S3 region.
-    type: str
-  s3_endpoint_url:
-    description: S3 endpoint URL for S3-compatible stores (MinIO, Ceph, ...).
-    type: str
-  s3_access_key:
-    description: Access key id; boto3's usual credential chain is used when unset.
-    type: str
-  s3_secret_key:
-    description: Secret access key.
-    type: str
-  s3_session_token:
-    description: Session token for temporary credentials.
-    type: str
-  s3_sse:
-    description: Server-side encryption of uploaded objects.
-    type: str
-    choices: [AES256, "aws:kms"]
-  s3_sse_kms_key_id:
-    description: KMS key id for O(s3_sse=aws:kms).
-    type: str
-  s3_multipart_threshold:
-    description: Archives of this many bytes or more are uploaded in parts.
-    type: int
-    default: 67108864
-  s3_multipart_chunksize:
-    description: Size of each part of a multipart upload, in bytes.
-    type: int
-    default: 16777216
-  s3_request_checksum_calculation:
+  postgres_url:
     description:
-      - botocore 1.36+ sends CRC checksums with every upload by default, which several
-        S3-compatible stores reject; V(when_required) sends them only where the API requires.
+      - URL of a PostgreSQL database to include (e.g. Victor's checkpoint database),
+        C(postgresql://user:password@host:port/dbname), query parameters C(sslmode), C(sslrootcert),
+        C(sslcert), C(sslkey), C(connect_timeout), C(application_name), C(options), C(host) (a socket directory).
+      - With O(state=create) and O(scope=full) or O(scope=database), the backup holds a C(pg_dump --format=custom)
+        dump of it, recorded in the manifest (database, server version, size, sha256).
+      - With O(state=restore), the database the dump is restored into (C(pg_restore --clean --if-exists) in one
+        transaction), after a C(pg_dump) of it was kept in the safety copy. With O(state=revert), the database that
+        safety dump is put back into.
+      - Never logged, never on a command line; pg_dump and pg_restore get the password in a PGPASSFILE
+        (mode 0600 in a private temporary directory).
     type: str
-    choices: [when_supported, when_required]
-  s3_response_checksum_validation:
-    description: botocore 1.36+ response checksum validation.
-    type: str
-    choices: [when_supported, when_required]
-  s3_validate_certs:
-    description: Verify the TLS certificate of the S3 endpoint.
+  postgres_restore:
+    description:
+      - With O(state=restore), restore the PostgreSQL dump the backup holds (needs O(postgres_url)).
+        V(false) restores the files only.
     type: bool
     default: true
 attributes:
@@ -275,10 +236,16 @@ EXAMPLES = r"""
     age_identity_file: /root/.config/victor/backup-key.txt
   register: victor_restore_result
 
-- name: Put the previous state back
+- name: Full backup including Victor's PostgreSQL checkpoint database
+  victor.ops.victor_backup:
+    state: create
+    postgres_url: "postgresql://victor:{{ victor_checkpoint_db_password }}@127.0.0.1:5432/checkpoints"
+
+- name: Put the previous state back (files and, from its pre-restore dump, the PostgreSQL database)
   victor.ops.victor_backup:
     state: revert
     safety_copy: "{{ victor_restore_result.safety_copy }}"
+    postgres_url: "postgresql://victor:{{ victor_checkpoint_db_password }}@127.0.0.1:5432/checkpoints"
 """
 
 RETURN = r"""
@@ -328,6 +295,14 @@ files:
   type: list
   elements: str
   sample: ["logs/victor.log", "profiles.yaml", "victor.db"]
+postgres:
+  description:
+    - With O(state=restore), the PostgreSQL database restored, the dump it came from and where the pre-restore
+      dump of the database (its safety copy) is kept; null when the backup holds no dump or O(postgres_restore=false).
+  returned: state is restore and not check mode
+  type: dict
+  sample: {"database": "postgresql://victor@127.0.0.1:5432/checkpoints", "dump": "checkpoints.pgdump",
+           "safety_dump": "/var/lib/victor/.victor.before-restore-20250120T101500Z/.victor-backup-postgres/checkpoints.pgdump"}
 chain:
   description: Backup ids applied by a restore, full backup first.
   returned: state is restore
@@ -368,17 +343,17 @@ import os
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.victor.ops.plugins.module_utils import backup as bk
+from ansible_collections.victor.ops.plugins.module_utils import backup_postgres
 from ansible_collections.victor.ops.plugins.module_utils import backup_retention
 from ansible_collections.victor.ops.plugins.module_utils import backup_s3
 
 
 def argument_spec():
-    return dict(
+    spec = backup_s3.storage_argument_spec()
+    spec.update(
         state=dict(type="str", default="create", choices=["create", "verify", "prune", "restore", "revert"]),
         source=dict(type="path", default="/var/lib/victor/.victor"),
         target=dict(type="path"),
-        storage=dict(type="str", default="local", choices=["local", "s3"]),
-        repository=dict(type="path", default="/var/backups/victor"),
         work_dir=dict(type="path"),
         lock_timeout=dict(type="int", default=600),
         type=dict(type="str", default="full", choices=["full", "incremental"]),
@@ -402,36 +377,27 @@ def argument_spec():
         keep_yearly=dict(type="int", default=0),
         record_verification=dict(type="bool", default=True),
         victor_version=dict(type="str"),
-        s3_bucket=dict(type="str"),
-        s3_prefix=dict(type="str", default="victor-backups"),
-        s3_region=dict(type="str"),
-        s3_endpoint_url=dict(type="str"),
-        s3_access_key=dict(type="str", no_log=True),
-        s3_secret_key=dict(type="str", no_log=True),
-        s3_session_token=dict(type="str", no_log=True),
-        s3_sse=dict(type="str", choices=["AES256", "aws:kms"]),
-        s3_sse_kms_key_id=dict(type="str", no_log=False),
-        s3_multipart_threshold=dict(type="int", default=64 * 1024 * 1024),
-        s3_multipart_chunksize=dict(type="int", default=16 * 1024 * 1024),
-        s3_request_checksum_calculation=dict(type="str", choices=["when_supported", "when_required"]),
-        s3_response_checksum_validation=dict(type="str", choices=["when_supported", "when_required"]),
-        s3_validate_certs=dict(type="bool", default=True),
+        postgres_url=dict(type="str", no_log=True),
+        postgres_restore=dict(type="bool", default=True),
     )
+    return spec
 
 
 def make_store(module, params):
-    if params["storage"] == "local":
-        return bk.LocalStore(params["repository"])
-    if not backup_s3.HAS_BOTO3:
+    if params["storage"] == "s3" and not backup_s3.HAS_BOTO3:
         module.fail_json(msg=missing_required_lib("boto3 (Debian package python3-boto3)"), exception=str(backup_s3.BOTO3_IMPORT_ERROR))
-    return backup_s3.S3Store(
-        params["s3_bucket"], prefix=params["s3_prefix"], region=params["s3_region"], endpoint_url=params["s3_endpoint_url"],
-        access_key=params["s3_access_key"], secret_key=params["s3_secret_key"], session_token=params["s3_session_token"],
-        sse=params["s3_sse"], sse_kms_key_id=params["s3_sse_kms_key_id"], multipart_threshold=params["s3_multipart_threshold"],
-        multipart_chunksize=params["s3_multipart_chunksize"],
-        request_checksum_calculation=params["s3_request_checksum_calculation"],
-        response_checksum_validation=params["s3_response_checksum_validation"],
-        spool_dir=params["work_dir"], validate_certs=params["s3_validate_certs"])
+    return backup_s3.make_store(params, params["work_dir"])
+
+
+def make_postgres(module, params, tools=None):
+    """The PostgresSource for postgres_url (None without it); pg_dump/pg_restore must be installed."""
+    if not params["postgres_url"]:
+        return None
+    source = backup_postgres.PostgresSource(params["postgres_url"], pg_dump=module.get_bin_path("pg_dump", required=True),
+                                            pg_restore=module.get_bin_path("pg_restore", required=True))
+    if tools is not None:
+        tools.pg_restore = source.pg_restore
+    return source
 
 
 def make_tools(module, params, need_age):
@@ -478,7 +444,7 @@ def run(module):
         if module.check_mode:
             result.update(changed=True, safety_copy=params["safety_copy"])
             return result
-        bk.revert(target, params["safety_copy"])
+        bk.revert(target, params["safety_copy"], postgres=make_postgres(module, params), private_dir=params["work_dir"])
         result.update(changed=True, safety_copy=params["safety_copy"])
         return result
 
@@ -495,7 +461,8 @@ def run(module):
         manifest = bk.create_backup(
             store, params["source"], params["work_dir"], tools, backup_type=params["type"], scope=params["scope"],
             include=params["include"], exclude=params["exclude"], include_cache=params["include_cache"],
-            victor_version=params["victor_version"], lock_timeout=params["lock_timeout"])
+            victor_version=params["victor_version"], lock_timeout=params["lock_timeout"],
+            postgres=[source for source in [make_postgres(module, params, tools)] if source])
         cleaned = manifest.pop("cleaned", [])
         result.update(changed=True, backup=bk.summary(manifest), manifest=manifest, cleaned=cleaned,
                       files=[f["path"] for f in manifest["files"] if f.get("stored", True)])
@@ -518,7 +485,11 @@ def run(module):
         return result
 
     chosen = bk.select_backup(manifests, params["backup_id"], params["before"], params["scope"] if state == "restore" else None)
-    tools = make_tools(module, params, need_age or any(m.get("encrypted") for m in bk.resolve_chain(manifests, chosen)))
+    chain = bk.resolve_chain(manifests, chosen)
+    tools = make_tools(module, params, need_age or any(m.get("encrypted") for m in chain))
+    postgres = make_postgres(module, params, tools)
+    if postgres is None and any(d.get("engine") == "postgresql" for m in chain for d in m.get("databases", [])):
+        tools.pg_restore = module.get_bin_path("pg_restore", required=True)
     result["backup"] = bk.summary(chosen)
 
     if state == "verify":
@@ -533,15 +504,15 @@ def run(module):
         return result
 
     # restore
-    chain = bk.resolve_chain(manifests, chosen)
     result["chain"] = [m["id"] for m in chain]
     if module.check_mode:
         state_files = bk.chain_state(chain)
         result.update(changed=True, files=sorted(p for p, r in state_files.items() if bk._in_scope(r, params["scope"])))  # pylint: disable=protected-access
         return result
     with bk.Lock(os.path.join(params["work_dir"], ".victor-backup.lock"), params["lock_timeout"]):
-        restored = bk.restore_backup(store, manifests, chosen, tools, target, params["scope"], params["safety_copy"])
-    result.update(changed=True, files=restored["files"], safety_copy=restored["safety_copy"])
+        restored = bk.restore_backup(store, manifests, chosen, tools, target, params["scope"], params["safety_copy"],
+                                     postgres=postgres, restore_postgres=params["postgres_restore"])
+    result.update(changed=True, files=restored["files"], safety_copy=restored["safety_copy"], postgres=restored["postgres"])
     return result
 
 

@@ -17,18 +17,9 @@ description:
     in their manifest (never by name). Only complete backups (with a manifest) are listed.
 author:
   - victor.ops maintainers (@victor-ops)
-requirements:
-  - boto3 (Debian package C(python3-boto3)) for O(storage=s3)
+extends_documentation_fragment:
+  - victor.ops.backup_storage
 options:
-  storage:
-    description: Where backups are kept.
-    type: str
-    choices: [local, s3]
-    default: local
-  repository:
-    description: Local directory holding the backups.
-    type: path
-    default: /var/backups/victor
   filter_type:
     description: Only backups of this type.
     type: str
@@ -40,33 +31,6 @@ options:
   since:
     description: Only backups taken at or after this time (ISO 8601; UTC when no zone is given).
     type: str
-  s3_bucket:
-    description: S3 bucket (O(storage=s3)).
-    type: str
-  s3_prefix:
-    description: Key prefix inside the bucket.
-    type: str
-    default: victor-backups
-  s3_region:
-    description: S3 region.
-    type: str
-  s3_endpoint_url:
-    description: S3 endpoint URL for S3-compatible stores.
-    type: str
-  s3_access_key:
-    description: Access key id; boto3's usual credential chain is used when unset.
-    type: str
-  s3_secret_key:
-    description: Secret access key.
-    type: str
-  s3_request_checksum_calculation:
-    description: botocore 1.36+ request checksums; V(when_required) for stores that reject CRC checksums.
-    type: str
-    choices: [when_supported, when_required]
-  s3_response_checksum_validation:
-    description: botocore 1.36+ response checksum validation.
-    type: str
-    choices: [when_supported, when_required]
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -124,38 +88,27 @@ from ansible_collections.victor.ops.plugins.module_utils import backup as bk
 from ansible_collections.victor.ops.plugins.module_utils import backup_s3
 
 
+def argument_spec():
+    spec = backup_s3.storage_argument_spec()
+    spec.update(
+        filter_type=dict(type="str", choices=["full", "incremental"]),
+        filter_scope=dict(type="str", choices=["full", "database", "config"]),
+        since=dict(type="str"),
+    )
+    return spec
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            storage=dict(type="str", default="local", choices=["local", "s3"]),
-            repository=dict(type="path", default="/var/backups/victor"),
-            filter_type=dict(type="str", choices=["full", "incremental"]),
-            filter_scope=dict(type="str", choices=["full", "database", "config"]),
-            since=dict(type="str"),
-            s3_bucket=dict(type="str"),
-            s3_prefix=dict(type="str", default="victor-backups"),
-            s3_region=dict(type="str"),
-            s3_endpoint_url=dict(type="str"),
-            s3_access_key=dict(type="str", no_log=True),
-            s3_secret_key=dict(type="str", no_log=True),
-            s3_request_checksum_calculation=dict(type="str", choices=["when_supported", "when_required"]),
-            s3_response_checksum_validation=dict(type="str", choices=["when_supported", "when_required"]),
-        ),
+        argument_spec=argument_spec(),
         supports_check_mode=True,
         required_if=[("storage", "s3", ["s3_bucket"])],
     )
     params = module.params
+    if params["storage"] == "s3" and not backup_s3.HAS_BOTO3:
+        module.fail_json(msg=missing_required_lib("boto3 (Debian package python3-boto3)"), exception=str(backup_s3.BOTO3_IMPORT_ERROR))
     try:
-        if params["storage"] == "local":
-            store = bk.LocalStore(params["repository"])
-        else:
-            if not backup_s3.HAS_BOTO3:
-                module.fail_json(msg=missing_required_lib("boto3 (Debian package python3-boto3)"), exception=str(backup_s3.BOTO3_IMPORT_ERROR))
-            store = backup_s3.S3Store(
-                params["s3_bucket"], prefix=params["s3_prefix"], region=params["s3_region"], endpoint_url=params["s3_endpoint_url"],
-                access_key=params["s3_access_key"], secret_key=params["s3_secret_key"],
-                request_checksum_calculation=params["s3_request_checksum_calculation"],
-                response_checksum_validation=params["s3_response_checksum_validation"])
+        store = backup_s3.make_store(params, "/var/tmp/victor-backup")
         manifests, problems = store.list_manifests()
         chosen = bk.filter_manifests(manifests, params["filter_type"], params["filter_scope"], params["since"])
     except bk.BackupError as exc:
