@@ -106,25 +106,16 @@ def vacuum(conn, tables=None, analyze=True, min_dead_tuples=1, check_mode=False)
     if not queries:
         result.update(changed=False, skipped='no %s' % why)
         return result
-    if check_mode:
-        result.update(changed=True, would_run=True)
-        return result
-    for query in queries:
-        _execute(conn, query)
-    after = {r['table']: r['dead_tuples'] for r in table_stats(conn)['tables']}
-    result.update(changed=True, dead_tuples_after=sum(after.get(t, 0) for t in targets))
+    if _run_queries(conn, queries, result, check_mode):
+        after = {r['table']: r['dead_tuples'] for r in table_stats(conn)['tables']}
+        result['dead_tuples_after'] = sum(after.get(t, 0) for t in targets)
     return result
 
 
 def analyze(conn, tables=None, check_mode=False):
     queries = [sql.SQL('ANALYZE ') + _table_ident(t) for t in tables] if tables else [sql.SQL('ANALYZE')]
     result = {'queries': [_render(conn, q) for q in queries]}
-    if check_mode:
-        result.update(changed=True, would_run=True)
-        return result
-    for query in queries:
-        _execute(conn, query)
-    result['changed'] = True
+    _run_queries(conn, queries, result, check_mode)
     return result
 
 
@@ -144,13 +135,19 @@ def reindex(conn, tables=None, scope='table', concurrently=True, check_mode=Fals
             raise MaintenanceError('reindex with reindex_scope=table needs tables')
         queries = [sql.SQL('REINDEX TABLE') + keyword + _table_ident(t) for t in tables]
     result = {'scope': scope, 'concurrently': use_concurrently, 'queries': [_render(conn, q) for q in queries]}
+    _run_queries(conn, queries, result, check_mode)
+    return result
+
+
+def _run_queries(conn, queries, result, check_mode):
+    """Run the write queries (or only say they would run); True when they ran."""
+    result['changed'] = True
     if check_mode:
-        result.update(changed=True, would_run=True)
-        return result
+        result['would_run'] = True
+        return False
     for query in queries:
         _execute(conn, query)
-    result['changed'] = True
-    return result
+    return True
 
 
 def _execute(conn, query):

@@ -1,26 +1,13 @@
-"""Make `ansible_collections.victor.ops` importable in pytest; real PostgreSQL and Redis fixtures.
-
-`make unit` runs pytest from .cache/collections/ansible_collections/victor/ops with
-ANSIBLE_COLLECTIONS_PATH set, but Python itself does not read that variable: put its
-entries (and this checkout's .cache/collections) on sys.path.
-"""
+"""Real PostgreSQL and Redis servers on 127.0.0.1 for the integration tests (sys.path: tests/conftest.py)."""
 import glob
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
-
-_ROOTS = [p for p in os.environ.get('ANSIBLE_COLLECTIONS_PATH', '').split(os.pathsep) if p]
-_ROOTS.append(str(Path(__file__).resolve().parents[2] / '.cache' / 'collections'))
-for _root in _ROOTS:
-    if (Path(_root) / 'ansible_collections').is_dir() and _root not in sys.path:
-        sys.path.insert(0, _root)
 
 
 SUPER_PASSWORD = 'super-secret-pw'

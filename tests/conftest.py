@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 _ROOTS = [p for p in os.environ.get('ANSIBLE_COLLECTIONS_PATH', '').split(os.pathsep) if p]
-_ROOTS.append(str(Path(__file__).resolve().parents[2] / '.cache' / 'collections'))
+_ROOTS.append(str(Path(__file__).resolve().parents[1] / '.cache' / 'collections'))
 for _root in _ROOTS:
     if (Path(_root) / 'ansible_collections').is_dir() and _root not in sys.path:
         sys.path.insert(0, _root)
