@@ -1,0 +1,153 @@
+"""victor_staging: staging provisioned by playbooks/provision_staging.yml, checked from outside.
+
+Runs after side_effect (the PostgreSQL lock fault and the runbook database_connection_failed).
+"""
+import glob
+import json
+import os
+import urllib.parse
+import uuid
+
+import pytest
+import testinfra
+
+DB = "victor-ops-staging-db"
+APIS = ["victor-ops-staging-api1", "victor-ops-staging-api2"]
+LB = "victor-ops-staging-lb"
+ENV_FILE = "/etc/victor/victor.env"
+PASSWORD = "m0lecule p@ss:word"
+EPHEMERAL = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
+testinfra_hosts = [LB]
+
+# Runs on an API node: reads Victor's environment file, then logs in with psql using the
+# URL's parts; the password goes through PGPASSWORD, never argv.
+PSQL_FROM_ENV = r"""
+import json, os, subprocess, sys, urllib.parse
+env = {}
+for line in open(%(env_file)r):
+    if '=' in line and not line.startswith('#'):
+        key, value = line.rstrip('\n').split('=', 1)
+        env[key] = json.loads(value) if value.startswith('"') else value
+url = urllib.parse.urlsplit(env['VICTOR_CHECKPOINT_DB_URL'])
+password = urllib.parse.unquote(url.password) + %(suffix)r
+proc = subprocess.run(['psql', '-h', url.hostname, '-p', str(url.port or 5432), '-U', urllib.parse.unquote(url.username),
+                       '-d', url.path[1:], '-w', '-AtF', ',', '-c',
+                       'SELECT current_user, current_database(), inet_server_port()'],
+                      env=dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT='5'), capture_output=True, text=True)
+print(json.dumps({'rc': proc.returncode, 'out': proc.stdout.strip(), 'err': proc.stderr.strip()}))
+"""
+
+
+def _host(name):
+    return testinfra.get_host("ansible://" + name, ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+def _python(host, script):
+    cmd = host.run("python3 -c %s", script)
+    assert cmd.rc == 0, cmd.stderr
+    return json.loads(cmd.stdout)
+
+
+def _pg(sql):
+    """A query as the postgres superuser on the db container (local socket, peer auth)."""
+    return _host(DB).check_output("runuser -u postgres -- psql -d postgres -AtF, -c %s", sql)
+
+
+def test_requests_through_the_load_balancer_reach_both_healthy_nodes(host):
+    tag = uuid.uuid4().hex
+    for i in range(20):
+        body = host.check_output("curl -sf --max-time 10 'http://127.0.0.1/health?probe=%s-%d'", tag, i)
+        assert json.loads(body) == {"status": "healthy", "version": "0.9.5"}
+    lines = [line for line in host.file("/var/log/nginx/access.log").content_string.splitlines() if tag in line]
+    assert len(lines) == 20
+    served = {line.split("upstream=")[1].split()[0] for line in lines}
+    addresses = {host.check_output("getent hosts %s", api).split()[0] + ":8765" for api in APIS}
+    assert served == addresses, (served, addresses)
+    assert all(" 200 " in line and "upstream_status=200" in line for line in lines)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_backups_are_scheduled_as_systemd_timers(api):
+    node = _host(api)
+    timers = node.check_output("systemctl list-timers --all --no-legend --no-pager 'victor-backup-*'")
+    for name in ("victor-backup-incremental.timer", "victor-backup-database.timer"):
+        assert name in timers, timers
+        assert node.service(name).is_enabled
+        assert node.check_output("systemctl is-active %s", name) == "active"
+        next_run = node.check_output("systemctl show %s -p NextElapseUSecRealtime --value", name)
+        assert next_run not in ("", "0", "n/a"), (name, next_run)
+    # the first backup of a new node, so the health check's backup recency is green
+    assert node.run("ls /var/backups/victor/*.manifest.json").rc == 0
+
+
+def test_health_report_is_green():
+    reports = sorted(glob.glob(os.path.join(EPHEMERAL, "health-reports", "victor-health-*.json")))
+    assert reports, "no health report written"
+    with open(reports[-1], encoding="utf-8") as handle:
+        report = json.load(handle)
+    assert report["status"] == "healthy", json.dumps(report, indent=1)[:4000]
+    assert sorted(report["hosts"]) == APIS
+    for name, result in report["hosts"].items():
+        assert result["status"] == "healthy", (name, result)
+        checks = json.dumps(result)
+        assert "postgres" in checks and "backup:" in checks, (name, checks[:2000])
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_env_file_holds_the_postgres_url_with_mode_0600_and_victor_gets_it(api):
+    node = _host(api)
+    env_file = node.file(ENV_FILE)
+    assert env_file.mode == 0o600
+    assert env_file.user == "root"
+    url = "postgresql://victor:%s@%s:5432/victor" % (urllib.parse.quote(PASSWORD, safe=""), DB)
+    assert 'VICTOR_CHECKPOINT_DB_URL="%s"' % url in env_file.content_string
+    pid = node.check_output("systemctl show victor-api -p MainPID --value")
+    environ = node.check_output("tr '\\0' '\\n' < /proc/%s/environ", pid)
+    assert "VICTOR_CHECKPOINT_DB_URL=" + url in environ.splitlines()
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_api_node_logs_in_to_postgres_with_the_env_file_credentials(api):
+    node = _host(api)
+    good = _python(node, PSQL_FROM_ENV % {"env_file": ENV_FILE, "suffix": ""})
+    assert good["rc"] == 0, good
+    assert good["out"] == "victor,victor,5432"
+    # the server does check the password (scram-sha-256 in pg_hba.conf, no trust)
+    bad = _python(node, PSQL_FROM_ENV % {"env_file": ENV_FILE, "suffix": "-wrong"})
+    assert bad["rc"] != 0 and "password authentication failed" in bad["err"], bad
+
+
+def _fault():
+    with open(os.path.join(EPHEMERAL, "pg-fault.json"), encoding="utf-8") as handle:
+        rows = json.load(handle)
+    return {row["db"]: row["blocker_pid"] for row in rows}
+
+
+def test_runbook_ended_the_blocking_session_only_in_victors_database():
+    pids = _fault()
+    alive = set(_pg("SELECT pid FROM pg_stat_activity").split())
+    assert str(pids["victor"]) not in alive
+    assert str(pids["victor_decoy"]) in alive, "the blocker in another database must be spared"
+    # the blocked session in Victor's database got its lock and finished; the decoy's still waits
+    waiting = _pg("SELECT application_name FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0")
+    assert waiting.split() == ["molecule-decoy-waiter"]
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_runbook_bundle_names_the_terminated_pid_and_health_is_back(api):
+    pids = _fault()
+    bundles = glob.glob(os.path.join(EPHEMERAL, "runbook-reports", "database_connection_failed-%s-*.json" % api))
+    assert len(bundles) == 1, bundles
+    with open(bundles[0], encoding="utf-8") as handle:
+        bundle = json.load(handle)
+    assert bundle["healthy"] is True
+    assert bundle["actions"]["pg_terminated"] == [pids["victor"]]
+    assert bundle["actions"]["restarted"] is True
+    before, after = bundle["diagnostics"]["before"]["postgresql"], bundle["diagnostics"]["after"]["postgresql"]
+    assert before["pg_isready"]["accepting"] and before["connect"]["ok"]
+    assert before["blocked_count"] == 1 and before["blocking_pids"] == [pids["victor"]]
+    assert "AccessExclusiveLock" in before["locks"][0]["blocking_modes"]
+    assert before["pool"]["max_connections"] == 100 and before["pool"]["connections_db"] >= 3
+    assert after["connect"]["ok"] and after["blocked_count"] == 0
+    assert "m0lecule" not in json.dumps(bundle)
+    assert _host(api).check_output("curl -s http://127.0.0.1:8765/health") == '{"status":"healthy","version":"0.9.5"}'
