@@ -1,14 +1,27 @@
-"""After converge: Victor recovered from a full + incremental chain, healthy, markers back."""
+"""After converge: Victor recovered from a full + incremental chain in S3 (moto), healthy, markers back."""
 import json
 
 HOST = 'victor-ops-victor_backup_dr'
 STATE = '/var/lib/victor/.victor'
-REPO = '/var/backups/victor'
+BUCKET = 'victor-dr-backups'
+PREFIX = 'dr/victor/'
+# boto3 of the moto venv, with the scenario's (fake) keys, against moto on 127.0.0.1:5000.
+S3_PY = ("AWS_ACCESS_KEY_ID=victor-dr-access-key AWS_SECRET_ACCESS_KEY=victor-dr-secret-key "
+         "/opt/moto/bin/python -c 'import boto3, json; "
+         "s3 = boto3.client(\"s3\", endpoint_url=\"http://127.0.0.1:5000\", region_name=\"us-east-1\"); %s'")
+
+
+def _objects(host):
+    """{key: size} of every object under the scenario's prefix."""
+    out = host.check_output(S3_PY % ('print(json.dumps({o[\"Key\"]: o[\"Size\"] for o in '
+                                     's3.list_objects_v2(Bucket=\"%s\", Prefix=\"%s\").get(\"Contents\", [])}))' % (BUCKET, PREFIX)))
+    return json.loads(out)
 
 
 def _manifests(host):
-    out = host.check_output("python3 -c 'import glob, json; print(json.dumps([json.load(open(p)) "
-                            "for p in glob.glob(\"%s/*.manifest.json\")]))'" % REPO)
+    keys = [k for k in _objects(host) if k.endswith('.manifest.json')]
+    out = host.check_output(S3_PY % ('print(json.dumps([json.load(s3.get_object(Bucket=\"%s\", Key=k)[\"Body\"]) for k in %s]))'
+                                     % (BUCKET, json.dumps(keys))))
     return json.loads(out)
 
 
@@ -29,6 +42,18 @@ def test_restored_state_belongs_to_victor_and_is_intact(host):
     assert state.is_directory and state.user == 'victor'
     assert host.file(STATE + '/victor.db').user == 'victor'
     assert host.check_output("runuser -u victor -- sqlite3 %s/victor.db 'PRAGMA integrity_check'" % STATE) == 'ok'
+
+
+def test_backups_are_objects_in_the_bucket_and_nothing_local(host):
+    objects = _objects(host)
+    manifests = _manifests(host)
+    assert len(manifests) >= 2
+    for manifest in manifests:
+        key = PREFIX + manifest['archive']['name']
+        assert objects.get(key, 0) > 0, (key, sorted(objects))
+        assert objects[key] == manifest['archive']['size']
+    # the restore had nothing but S3 to restore from: no local repository was ever made
+    assert not host.file('/var/backups/victor').exists
 
 
 def test_chain_was_full_then_incremental(host):
