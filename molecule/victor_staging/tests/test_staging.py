@@ -54,16 +54,23 @@ def _pg(sql):
 
 
 def test_requests_through_the_load_balancer_reach_both_healthy_nodes(host):
+    # nginx does not log /health (access_log off there), so the upstream of each request is
+    # read from the log lines of /docs (FastAPI's page, 200) tagged with a unique query.
+    # (Not interleaved with /health: least_conn takes turns on ties, so every second request
+    # would always land on the same node.)
+    for _ in range(10):
+        body = host.check_output("curl -sf --max-time 10 http://127.0.0.1/health")
+        assert json.loads(body) == {"status": "healthy", "version": "0.9.5"}
     tag = uuid.uuid4().hex
     for i in range(20):
-        body = host.check_output("curl -sf --max-time 10 'http://127.0.0.1/health?probe=%s-%d'", tag, i)
-        assert json.loads(body) == {"status": "healthy", "version": "0.9.5"}
+        code = host.check_output("curl -s -o /dev/null -w '%%{http_code}' --max-time 10 %s", "http://127.0.0.1/docs?probe=%s-%d" % (tag, i))
+        assert code == "200"
     lines = [line for line in host.file("/var/log/nginx/access.log").content_string.splitlines() if tag in line]
     assert len(lines) == 20
     served = {line.split("upstream=")[1].split()[0] for line in lines}
     addresses = {host.check_output("getent hosts %s", api).split()[0] + ":8765" for api in APIS}
     assert served == addresses, (served, addresses)
-    assert all(" 200 " in line and "upstream_status=200" in line for line in lines)
+    assert all("upstream_status=200" in line for line in lines)
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -102,7 +109,8 @@ def test_env_file_holds_the_postgres_url_with_mode_0600_and_victor_gets_it(api):
     url = "postgresql://victor:%s@%s:5432/victor" % (urllib.parse.quote(PASSWORD, safe=""), DB)
     assert 'VICTOR_CHECKPOINT_DB_URL="%s"' % url in env_file.content_string
     pid = node.check_output("systemctl show victor-api -p MainPID --value")
-    environ = node.check_output("tr '\\0' '\\n' < /proc/%s/environ", pid)
+    # root lacks CAP_SYS_PTRACE in these containers: read it as the process's own user
+    environ = node.check_output("runuser -u victor -- cat /proc/%s/environ | tr '\\0' '\\n'", pid)
     assert "VICTOR_CHECKPOINT_DB_URL=" + url in environ.splitlines()
 
 
