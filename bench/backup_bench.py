@@ -110,10 +110,17 @@ def main():
         state = root / "state"
         t_build, rows = timed(lambda: build_state(state, args.db_mib, args.log_mib))
         data = du(str(state))
-        print("state: %.0f MiB (%d rows), built in %.1f s; SQLite %s" % (data / MIB, rows, t_build, sqlite3.sqlite_version))
+        print("state: %.0f MiB (%d rows), built in %.1f s; SQLite %s; load average %s"
+              % (data / MIB, rows, t_build, sqlite3.sqlite_version, " ".join("%.2f" % v for v in os.getloadavg())))
         store = bk.LocalStore(str(root / "repo"))
         tools = bk.Tools(compression_level=3, threads=0)
         results = []
+        snap = str(root / "stage-snapshot.db")
+        t = timed(lambda: bk.snapshot_sqlite(str(state / "victor.db"), snap))[0]
+        results.append(("stage: snapshot of victor.db (online backup + quick_check)", t, os.path.getsize(snap)))
+        t = timed(lambda: bk.sha256_file(snap))[0]
+        results.append(("stage: sha256 of that snapshot", t, os.path.getsize(snap)))
+        os.unlink(snap)
         t, full = timed(lambda: bk.create_backup(store, str(state), str(root / "work"), tools))
         results.append(("ours full", t, full["archive"]["size"]))
         out = root / "raw"
@@ -154,11 +161,12 @@ def main():
         if restic:
             t = timed(lambda: subprocess.run([restic, "restore", "-q", "latest", "--target", str(root / "resticx")], env=env, check=True))[0]
             results.append(("restic restore", t, du(str(root / "resticx"))))
-        print("\n%-52s %9s %10s %12s" % ("step", "seconds", "MiB", "MiB/s in"))
+        print("\n%-60s %9s %10s %12s" % ("step", "seconds", "MiB", "MiB/s in"))
         for name, seconds, size in results:
-            print("%-52s %9.2f %10.1f %12.1f" % (name, seconds, size / MIB, data / MIB / seconds if seconds else 0))
+            print("%-60s %9.2f %10.1f %12.1f" % (name, seconds, size / MIB, data / MIB / seconds if seconds else 0))
         by = dict((r[0].split(" (")[0], r[1]) for r in results)
-        print("\nratios: ours full / raw full throughput = %.2f (goal >= 0.9); ours incremental / ours full time = %.2f (goal <= 0.10)"
+        print("\nload average at the end: %s" % " ".join("%.2f" % v for v in os.getloadavg()))
+        print("ratios: ours full / raw full throughput = %.2f (goal >= 0.9); ours incremental / ours full time = %.2f (goal <= 0.10)"
               % (by["raw full"] / by["ours full"], by["ours incremental"] / by["ours full"]))
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -241,7 +241,7 @@ def select_files(source, scope="full", include=None, exclude=None, include_cache
 
 # --------------------------------------------------------------------------- sqlite
 
-def snapshot_sqlite(src_path, dst_path):
+def snapshot_sqlite(src_path, dst_path, check=True):
     """Copy a live SQLite database with the online backup API.
 
     The source is opened read-only (``mode=ro``): the backup never writes to, and never
@@ -266,8 +266,9 @@ def snapshot_sqlite(src_path, dst_path):
             dst.execute("PRAGMA journal_mode=DELETE").fetchone()
             page_size = dst.execute("PRAGMA page_size").fetchone()[0]
             page_count = dst.execute("PRAGMA page_count").fetchone()[0]
-            # quick_check (O(N)) here; the full integrity_check runs in verify.
-            check = dst.execute("PRAGMA quick_check").fetchall()
+            # quick_check (O(N)) here; the full integrity_check runs in verify.  With
+            # check=False the caller runs it (QuickCheck) while the archive is written.
+            rows = dst.execute("PRAGMA quick_check").fetchall() if check else [("ok",)]
         finally:
             dst.close()
     except sqlite3.Error as exc:
@@ -282,11 +283,37 @@ def snapshot_sqlite(src_path, dst_path):
                     os.chown(path, src_stat.st_uid, src_stat.st_gid)
                 except OSError:
                     pass
-    result = [row[0] for row in check]
+    result = [row[0] for row in rows]
     if result != ["ok"]:
         raise BackupError("snapshot of %s fails quick_check: %s" % (src_path, "; ".join(result[:5])))
     return {"journal_mode": journal_mode, "page_size": page_size, "page_count": page_count,
             "quick_check": "ok", "sqlite_version": sqlite3.sqlite_version}
+
+
+class QuickCheck(threading.Thread):
+    """PRAGMA quick_check of a snapshot in a thread (SQLite releases the GIL), joined before the archive is committed."""
+
+    def __init__(self, label, path):
+        super(QuickCheck, self).__init__(daemon=True)
+        self.label = label
+        self.path = path
+        self.result = None
+
+    def run(self):
+        try:
+            conn = sqlite3.connect("file:%s?mode=ro" % _quote_uri_path(self.path), uri=True)
+            try:
+                self.result = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            self.result = ["cannot open: %s" % exc]
+
+    def problem(self):
+        self.join()
+        if self.result != ["ok"]:
+            return "snapshot of %s fails quick_check: %s" % (self.label, "; ".join((self.result or ["no result"])[:5]))
+        return None
 
 
 def _quote_uri_path(path):
@@ -314,21 +341,6 @@ def integrity_check(path, readonly=True):
 
 
 # --------------------------------------------------------------------------- pipelines
-
-class _HashingReader:
-    """File-like wrapper: hashes what tarfile reads, fails if the file got shorter."""
-
-    def __init__(self, handle):
-        self.handle = handle
-        self.digest = hashlib.sha256()
-        self.count = 0
-
-    def read(self, size=-1):
-        block = self.handle.read(size)
-        self.digest.update(block)
-        self.count += len(block)
-        return block
-
 
 class _Pump(threading.Thread):
     """Copy a readable object into a writable one in a thread, hashing and counting the bytes.
@@ -439,10 +451,16 @@ def write_archive(entries, snapshots, out_handle, tools):
     records = []
     try:
         try:
-            with tarfile.open(fileobj=compressor.stdin, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
-                tar.copybufsize = CHUNK  # default 16 KiB reads cost throughput
-                for entry in entries:
-                    records.append(_add_entry(tar, entry, snapshots.get(entry["path"])))
+            # tar headers and data written straight into the compressor (tarfile's stream
+            # writer copies every block through its own buffer, which costs throughput)
+            written = 0
+            for entry in entries:
+                record, size = _add_entry(compressor.stdin, entry, snapshots.get(entry["path"]))
+                records.append(record)
+                written += size
+            end = 2 * tarfile.BLOCKSIZE
+            end += (-(written + end)) % tarfile.RECORDSIZE
+            compressor.stdin.write(b"\0" * end)
         finally:
             try:
                 compressor.stdin.close()
@@ -470,11 +488,32 @@ def write_archive(entries, snapshots, out_handle, tools):
     return records, sink.digest.hexdigest(), sink.size
 
 
-def _add_entry(tar, entry, snapshot_path):
+class _NoHash:
+    """Stands in for hashlib.sha256() when the digest of a private snapshot is already known."""
+
+    def __init__(self, hexdigest):
+        self.value = hexdigest
+
+    def update(self, _block):
+        pass
+
+    def hexdigest(self):
+        return self.value
+
+
+def _add_entry(out, entry, snapshot_path):
+    """Write one tar member (PAX header, data, padding) to out; returns (manifest record, bytes written)."""
     if entry["type"] == "symlink":
-        info = tar.gettarinfo(entry["abspath"], arcname=entry["path"])
-        tar.addfile(info)
-        return {"path": entry["path"], "type": "symlink", "target": info.linkname, "kind": entry["kind"]}
+        st = os.lstat(entry["abspath"])
+        info = tarfile.TarInfo(entry["path"])
+        info.type = tarfile.SYMTYPE
+        info.linkname = os.readlink(entry["abspath"])
+        info.mtime = int(st.st_mtime)
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.uid, info.gid = st.st_uid, st.st_gid
+        header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        out.write(header)
+        return {"path": entry["path"], "type": "symlink", "target": info.linkname, "kind": entry["kind"]}, len(header)
     path = snapshot_path or entry["abspath"]
     with open(path, "rb") as handle:
         st = os.fstat(handle.fileno())
@@ -484,19 +523,30 @@ def _add_entry(tar, entry, snapshot_path):
         info.mtime = int(live.st_mtime)
         info.mode = stat.S_IMODE(live.st_mode)
         info.uid, info.gid = live.st_uid, live.st_gid
-        reader = _HashingReader(handle)
-        try:
-            tar.addfile(info, reader)
-        except OSError as exc:
-            if "unexpected end of data" in str(exc):
+        header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        out.write(header)
+        known = entry.get("sha256") if snapshot_path else None
+        digest = _NoHash(known) if known else hashlib.sha256()
+        left = st.st_size  # a file that grows while it is read (a live log) is cut at its size when opened
+        while left > 0:
+            block = handle.read(min(CHUNK, left))
+            if not block:
                 raise BackupError("%s shrank while it was read (truncated by another process?)" % entry["path"])
-            raise
+            digest.update(block)
+            out.write(block)
+            left -= len(block)
+        padding = (-st.st_size) % tarfile.BLOCKSIZE
+        if padding:
+            out.write(b"\0" * padding)
     record = {"path": entry["path"], "type": "file", "kind": entry["kind"], "size": st.st_size,
-              "sha256": reader.digest.hexdigest(), "mode": "%04o" % info.mode, "uid": info.uid,
+              "sha256": digest.hexdigest(), "mode": "%04o" % info.mode, "uid": info.uid,
               "gid": info.gid, "mtime": info.mtime}
+    if not snapshot_path:
+        # what an incremental compares to skip unchanged files without reading them
+        record.update(mtime_ns=live.st_mtime_ns, ctime_ns=live.st_ctime_ns, ino=live.st_ino, dev=live.st_dev)
     if entry.get("engine"):
         record["engine"] = entry["engine"]
-    return record
+    return record, len(header) + st.st_size + padding
 
 
 def open_archive_stream(source, tools, encrypted):
@@ -916,55 +966,65 @@ def _create(store, source, scratch, tools, backup_id, backup_type, scope, includ
     entries = select_files(source, scope, include, exclude, include_cache)
     snapshots = {}
     databases = []
-    for index, entry in enumerate(entries):
-        if entry["kind"] == "db":
-            snap = os.path.join(scratch, "db-%d.sqlite" % index)
-            details = snapshot_sqlite(entry["abspath"], snap)
-            details["path"] = entry["path"]
-            snapshots[entry["path"]] = snap
-            databases.append(details)
-    if scope in ("full", "database"):
-        for index, pg_source in enumerate(postgres or []):
-            dump = os.path.join(scratch, "pg-%d.pgdump" % index)
-            details = pg_source.dump(dump, scratch)
-            details["path"] = _pg().dump_relpath(pg_source.database, set(e["path"] for e in entries))
-            entries.append({"path": details["path"], "type": "file", "abspath": dump, "kind": "db", "engine": "postgresql"})
-            databases.append(details)
-    deleted = []
-    if parent is not None:
-        parent_state = chain_state(resolve_chain(manifests, parent))
-        unchanged, entries = _split_unchanged(entries, snapshots, parent_state)
-        current = set(e["path"] for e in entries) | set(r["path"] for r in unchanged)
-        deleted = sorted(p for p in parent_state if p not in current)
-    else:
-        unchanged = []
-    if not entries and not unchanged:
-        raise BackupError("nothing to back up in %s for scope %s" % (source, scope))
-    suffix = ".tar.zst.age" if tools.encrypt else ".tar.zst"
-    name = backup_id + suffix
-    tmp, handle = store.open_writer(name)
+    checks = []
     try:
-        records, digest, size = write_archive(entries, snapshots, handle, tools)
-        location = store.commit_data(tmp, handle, name, size, digest)
-    except BaseException:
-        store.abort_data(tmp, handle)
-        raise
-    manifest = {
-        "format": FORMAT_VERSION, "id": backup_id, "time": format_time(now), "host": host or socket.gethostname(),
-        "type": backup_type, "scope": scope, "parent": parent["id"] if parent else None,
-        "victor_version": victor_version, "source": source, "encrypted": tools.encrypt,
-        "compression": {"program": "zstd", "level": tools.compression_level},
-        "archive": {"name": name, "size": size, "sha256": digest},
-        "files": sorted(records + unchanged, key=lambda r: r["path"]), "deleted": deleted,
-        "databases": databases, "sqlite_version": sqlite3.sqlite_version, "verified": None,
-    }
-    manifest["archive"].update(location)
-    stored = dict((r["path"], r) for r in records)
-    for details in databases:
-        if details.get("engine") == "postgresql" and details["path"] in stored:
-            details.update(size=stored[details["path"]]["size"], sha256=stored[details["path"]]["sha256"])
-    store.put_manifest(manifest)
-    return manifest
+        for index, entry in enumerate(entries):
+            if entry["kind"] == "db":
+                snap = os.path.join(scratch, "db-%d.sqlite" % index)
+                details = snapshot_sqlite(entry["abspath"], snap, check=False)
+                details["path"] = entry["path"]
+                checks.append(QuickCheck(entry["abspath"], snap))
+                checks[-1].start()
+                snapshots[entry["path"]] = snap
+                databases.append(details)
+        if scope in ("full", "database"):
+            for index, pg_source in enumerate(postgres or []):
+                dump = os.path.join(scratch, "pg-%d.pgdump" % index)
+                details = pg_source.dump(dump, scratch)
+                details["path"] = _pg().dump_relpath(pg_source.database, set(e["path"] for e in entries))
+                entries.append({"path": details["path"], "type": "file", "abspath": dump, "kind": "db", "engine": "postgresql"})
+                databases.append(details)
+        deleted = []
+        if parent is not None:
+            parent_state = chain_state(resolve_chain(manifests, parent))
+            unchanged, entries = _split_unchanged(entries, snapshots, parent_state)
+            current = set(e["path"] for e in entries) | set(r["path"] for r in unchanged)
+            deleted = sorted(p for p in parent_state if p not in current)
+        else:
+            unchanged = []
+        if not entries and not unchanged:
+            raise BackupError("nothing to back up in %s for scope %s" % (source, scope))
+        suffix = ".tar.zst.age" if tools.encrypt else ".tar.zst"
+        name = backup_id + suffix
+        tmp, handle = store.open_writer(name)
+        try:
+            records, digest, size = write_archive(entries, snapshots, handle, tools)
+            problems = [p for p in (c.problem() for c in checks) if p]
+            if problems:
+                raise BackupError("; ".join(problems))
+            location = store.commit_data(tmp, handle, name, size, digest)
+        except BaseException:
+            store.abort_data(tmp, handle)
+            raise
+        manifest = {
+            "format": FORMAT_VERSION, "id": backup_id, "time": format_time(now), "host": host or socket.gethostname(),
+            "type": backup_type, "scope": scope, "parent": parent["id"] if parent else None,
+            "victor_version": victor_version, "source": source, "encrypted": tools.encrypt,
+            "compression": {"program": "zstd", "level": tools.compression_level},
+            "archive": {"name": name, "size": size, "sha256": digest},
+            "files": sorted(records + unchanged, key=lambda r: r["path"]), "deleted": deleted,
+            "databases": databases, "sqlite_version": sqlite3.sqlite_version, "verified": None,
+        }
+        manifest["archive"].update(location)
+        stored = dict((r["path"], r) for r in records)
+        for details in databases:
+            if details.get("engine") == "postgresql" and details["path"] in stored:
+                details.update(size=stored[details["path"]]["size"], sha256=stored[details["path"]]["sha256"])
+        store.put_manifest(manifest)
+        return manifest
+    finally:
+        for check in checks:
+            check.join()  # never leave a thread reading the scratch snapshot
 
 
 def _pg():
@@ -973,16 +1033,31 @@ def _pg():
     return backup_postgres
 
 
+STAT_KEYS = (("size", "st_size"), ("mtime_ns", "st_mtime_ns"), ("ctime_ns", "st_ctime_ns"), ("ino", "st_ino"), ("dev", "st_dev"))
+
+
 def _split_unchanged(entries, snapshots, parent_state):
-    """Files whose sha256 equals the parent chain's are recorded, not stored again."""
+    """Files equal to the parent chain's are recorded, not stored again.
+
+    Plain files whose size, mtime, ctime, inode and device equal the parent's record are
+    unchanged without being read (restic's rule); database snapshots (always fresh files)
+    and records of older manifests without those fields are compared by sha256.
+    """
     changed = []
     unchanged = []
     for entry in entries:
         previous = parent_state.get(entry["path"])
-        if entry["type"] == "file" and previous and previous.get("type") == "file":
-            path = snapshots.get(entry["path"], entry["abspath"])
-            st = os.stat(path)
-            if st.st_size == previous["size"] and sha256_file(path) == previous["sha256"]:
+        if entry["type"] == "file" and previous and previous.get("type") == "file" and previous.get("engine") is None:
+            snapshot = snapshots.get(entry["path"])
+            st = os.stat(snapshot or entry["abspath"])
+            if not snapshot and all(k in previous for k, _a in STAT_KEYS):
+                same = all(previous[k] == getattr(st, a) for k, a in STAT_KEYS)
+            else:
+                digest = sha256_file(snapshot or entry["abspath"]) if st.st_size == previous["size"] else None
+                same = digest == previous["sha256"]
+                if snapshot and digest:
+                    entry["sha256"] = digest  # our private snapshot does not change: not hashed again in the archive
+            if same:
                 record = dict((k, v) for k, v in previous.items() if k != "backup")
                 record["stored"] = False
                 unchanged.append(record)

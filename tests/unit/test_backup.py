@@ -418,3 +418,39 @@ def test_cli_used_by_the_timers(env, capsys):
     broken.write_text(json.dumps({"source": str(tmp / "missing"), "repository": store.path}))
     assert backup_cli.main(["--config", str(broken), "create"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_incremental_skips_unchanged_files_by_stat_and_catches_same_size_rewrites(env, monkeypatch):
+    tmp, state, conn, store = env
+    full = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    log = [f for f in full["files"] if f["path"] == "logs/victor.log"][0]
+    assert log["mtime_ns"] and log["ino"] and "mtime_ns" not in [f for f in full["files"] if f["path"] == "victor.db"][0]
+    read = []
+    real = bk.sha256_file
+    monkeypatch.setattr(bk, "sha256_file", lambda path: read.append(os.path.basename(path)) or real(path))
+    inc = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools(), backup_type="incremental")
+    assert [f["path"] for f in inc["files"] if f.get("stored", True)] == []
+    assert [name for name in read if not name.startswith("db-")] == []  # plain files were not read, only the DB snapshot
+    (state / "logs" / "victor.log").write_text("LINE\n" * 5000)  # same size, new content, new mtime
+    inc2 = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools(), backup_type="incremental")
+    assert [f["path"] for f in inc2["files"] if f.get("stored", True)] == ["logs/victor.log"]
+    conn.close()
+    shutil.rmtree(str(state))
+    bk.restore_backup(store, store.list_manifests()[0], inc2, bk.Tools(), str(state))
+    assert (state / "logs" / "victor.log").read_text() == "LINE\n" * 5000
+
+
+def test_snapshot_failing_quick_check_registers_nothing(env, monkeypatch):
+    tmp, state, _conn, store = env
+    checked = []
+
+    def corrupt(self):
+        checked.append(self.path)
+        self.result = ["*** in database main ***", "Page 3 is never used"]
+
+    monkeypatch.setattr(bk.QuickCheck, "run", corrupt)
+    with pytest.raises(bk.BackupError, match="fails quick_check: .*Page 3 is never used"):
+        bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    assert len(checked) == 1 and checked[0].endswith(".sqlite")
+    assert store.list_manifests() == ([], [])
+    assert [n for n in os.listdir(store.path)] == []
