@@ -58,7 +58,7 @@ def test_requests_through_the_load_balancer_reach_both_healthy_nodes(host):
     # read from the log lines of /docs (FastAPI's page, 200) tagged with a unique query.
     # (Not interleaved with /health: least_conn takes turns on ties, so every second request
     # would always land on the same node.)
-    for _ in range(10):
+    for _attempt in range(10):
         body = host.check_output("curl -sf --max-time 10 http://127.0.0.1/health")
         assert json.loads(body) == {"status": "healthy", "version": "0.9.5"}
     tag = uuid.uuid4().hex
@@ -144,8 +144,8 @@ def test_runbook_ended_the_blocking_session_only_in_victors_database():
 @pytest.mark.parametrize("api", APIS)
 def test_runbook_bundle_names_the_terminated_pid_and_health_is_back(api):
     pids = _fault()
-    bundles = glob.glob(os.path.join(EPHEMERAL, "runbook-reports", "database_connection_failed-%s-*.json" % api))
-    assert len(bundles) == 1, bundles
+    bundles = sorted(glob.glob(os.path.join(EPHEMERAL, "runbook-reports", "database_connection_failed-%s-*.json" % api)))
+    assert len(bundles) == 2, bundles
     with open(bundles[0], encoding="utf-8") as handle:
         bundle = json.load(handle)
     assert bundle["healthy"] is True
@@ -159,3 +159,15 @@ def test_runbook_bundle_names_the_terminated_pid_and_health_is_back(api):
     assert after["connect"]["ok"] and after["blocked_count"] == 0
     assert "m0lecule" not in json.dumps(bundle)
     assert _host(api).check_output("curl -s http://127.0.0.1:8765/health") == '{"status":"healthy","version":"0.9.5"}'
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_runbook_second_run_does_nothing(api):
+    """Second run: nothing blocked in Victor's database (the decoy database still is)."""
+    bundles = sorted(glob.glob(os.path.join(EPHEMERAL, "runbook-reports", "database_connection_failed-%s-*.json" % api)))
+    with open(bundles[-1], encoding="utf-8") as handle:
+        bundle = json.load(handle)
+    assert bundle["healthy"] is True
+    assert bundle["actions"]["pg_terminated"] == [] and bundle["actions"]["pg_sessions_to_end"] == []
+    assert bundle["actions"]["restarted"] is False
+    assert bundle["diagnostics"]["before"]["postgresql"]["blocked_count"] == 0
