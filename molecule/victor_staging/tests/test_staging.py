@@ -145,9 +145,10 @@ def test_runbook_ended_the_blocking_session_only_in_victors_database():
 def test_runbook_bundle_names_the_terminated_pid_and_health_is_back(api):
     pids = _fault()
     bundles = sorted(glob.glob(os.path.join(EPHEMERAL, "runbook-reports", "database_connection_failed-%s-*.json" % api)))
-    assert len(bundles) == 2, bundles
-    with open(bundles[0], encoding="utf-8") as handle:
+    assert len(bundles) == 3, bundles
+    with open(bundles[1], encoding="utf-8") as handle:
         bundle = json.load(handle)
+    assert bundle["check_mode"] is False
     assert bundle["healthy"] is True
     assert bundle["actions"]["pg_terminated"] == [pids["victor"]]
     assert bundle["actions"]["restarted"] is True
@@ -171,3 +172,15 @@ def test_runbook_second_run_does_nothing(api):
     assert bundle["actions"]["pg_terminated"] == [] and bundle["actions"]["pg_sessions_to_end"] == []
     assert bundle["actions"]["restarted"] is False
     assert bundle["diagnostics"]["before"]["postgresql"]["blocked_count"] == 0
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_runbook_in_check_mode_listed_the_blocker_without_ending_it(api):
+    pids = _fault()
+    bundles = sorted(glob.glob(os.path.join(EPHEMERAL, "runbook-reports", "database_connection_failed-%s-*.json" % api)))
+    with open(bundles[0], encoding="utf-8") as handle:
+        bundle = json.load(handle)
+    assert bundle["check_mode"] is True
+    assert [row["pid"] for row in bundle["actions"]["pg_sessions_to_end"]] == [pids["victor"]]
+    assert bundle["actions"]["pg_terminated"] == []
+    assert bundle["diagnostics"]["after"]["postgresql"]["blocked_count"] == 1
