@@ -453,4 +453,4 @@ def test_snapshot_failing_quick_check_registers_nothing(env, monkeypatch):
         bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
     assert len(checked) == 1 and checked[0].endswith(".sqlite")
     assert store.list_manifests() == ([], [])
-    assert [n for n in os.listdir(store.path)] == []
+    assert os.listdir(store.path) == []
