@@ -235,3 +235,25 @@ def test_restore_without_url_refuses_and_files_only_is_possible(pg, state, tmp_p
     failed, result, _out = run_module(dict(common, state='restore', postgres_restore=False), capsys)
     assert not failed and result['postgres'] is None
     assert sorted(os.listdir(str(state))) == ['profiles.yaml', 'victor.db']
+
+
+def test_timer_cli_dumps_postgres_from_its_config(pg, state, tmp_path, capsys):
+    from ansible_collections.victor.ops.plugins.module_utils import backup_cli
+    info, conn = pg
+    config = tmp_path / 'backup.json'
+    config.write_text(json.dumps({'source': str(state), 'repository': str(tmp_path / 'repo'), 'postgres_url': _url(info)}))
+    assert backup_cli.main(['--config', str(config), 'create', '--scope', 'database']) == 0
+    assert backup_cli.main(['--config', str(config), 'verify']) == 0
+    out = capsys.readouterr().out
+    assert '.victor-backup-postgres/checkpoints.pgdump' in out and OWNER_PASSWORD not in out
+    manifest = bk.LocalStore(str(tmp_path / 'repo')).list_manifests()[0][0]
+    assert [d['database'] for d in manifest['databases'] if d.get('engine') == 'postgresql'] == ['checkpoints']
+    conn.execute('TRUNCATE checkpoints')
+    bk.restore_backup(bk.LocalStore(str(tmp_path / 'repo')), [manifest], manifest, bk.Tools(), str(state), scope='database',
+                      postgres=bp.PostgresSource(_url(info)))
+    assert _rows(conn) == 3000
+    config.write_text(json.dumps({'source': str(state), 'repository': str(tmp_path / 'repo'),
+                                  'postgres_url': _url(info, password='wrong-password-123')}))
+    assert backup_cli.main(['--config', str(config), 'create']) == 1
+    err = capsys.readouterr().err
+    assert 'password authentication failed' in err and 'wrong-password-123' not in err
