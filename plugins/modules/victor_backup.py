@@ -453,16 +453,20 @@ def run(module):
 
     if state == "create":
         tools = make_tools(module, params, need_age)
+        postgres = make_postgres(module, params, tools)
         if module.check_mode:
             entries = bk.select_files(params["source"], params["scope"], params["include"], params["exclude"], params["include_cache"])
-            result.update(changed=True, files=[e["path"] for e in entries],
+            paths = [e["path"] for e in entries]
+            if postgres is not None and params["scope"] != "config":
+                paths.append(backup_postgres.dump_relpath(postgres.database, set(paths)))
+            result.update(changed=True, files=paths,
                           backup={"type": params["type"], "scope": params["scope"], "encrypted": tools.encrypt})
             return result
         manifest = bk.create_backup(
             store, params["source"], params["work_dir"], tools, backup_type=params["type"], scope=params["scope"],
             include=params["include"], exclude=params["exclude"], include_cache=params["include_cache"],
             victor_version=params["victor_version"], lock_timeout=params["lock_timeout"],
-            postgres=[source for source in [make_postgres(module, params, tools)] if source])
+            postgres=[postgres] if postgres else [])
         cleaned = manifest.pop("cleaned", [])
         result.update(changed=True, backup=bk.summary(manifest), manifest=manifest, cleaned=cleaned,
                       files=[f["path"] for f in manifest["files"] if f.get("stored", True)])

@@ -88,6 +88,9 @@ def test_backup_drop_restore_and_revert_through_the_module(pg, state, tmp_path, 
 
     monkeypatch.setattr(bp.subprocess, 'run', spy)
     common = {'source': str(state), 'repository': str(tmp_path / 'repo'), 'postgres_url': _url(info)}
+    failed, result, out = run_module(dict(common, state='create', _ansible_check_mode=True), capsys)
+    assert not failed and result['files'] == ['profiles.yaml', 'victor.db', '.victor-backup-postgres/checkpoints.pgdump']
+    assert not calls and not os.path.exists(str(tmp_path / 'repo'))  # check mode: no pg_dump, nothing written
     failed, result, out = run_module(dict(common, state='create'), capsys)
     assert not failed, result
     dbs = [d for d in result['manifest']['databases'] if d.get('engine') == 'postgresql']
