@@ -113,8 +113,7 @@ class PostgresSource:
                 with os.fdopen(fd, "w") as handle:
                     handle.write("*:*:*:*:%s\n" % self.password.replace("\\", "\\\\").replace(":", "\\:"))
                 env["PGPASSFILE"] = passfile
-            else:
-                env["PGPASSFILE"] = os.path.join(secret_dir, "none")
+            # without a password in the URL libpq uses ~/.pgpass, peer or certificate authentication as usual
             try:
                 proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       timeout=self.timeout, check=False)

@@ -260,3 +260,21 @@ def test_timer_cli_dumps_postgres_from_its_config(pg, state, tmp_path, capsys):
     assert backup_cli.main(['--config', str(config), 'create']) == 1
     err = capsys.readouterr().err
     assert 'password authentication failed' in err and 'wrong-password-123' not in err
+
+
+def test_url_without_password_uses_the_users_pgpass(pg, state, tmp_path, monkeypatch):
+    info, _conn = pg
+    home = tmp_path / 'home'
+    home.mkdir()
+    pgpass = home / '.pgpass'
+    pgpass.write_text('127.0.0.1:%d:checkpoints:ckpt:%s\n' % (info['port'], OWNER_PASSWORD.replace('\\', '\\\\').replace(':', '\\:')))
+    os.chmod(str(pgpass), 0o600)
+    monkeypatch.setenv('HOME', str(home))
+    monkeypatch.setenv('PGPASSWORD', 'inherited-wrong')  # scrubbed: only the URL and ~/.pgpass count
+    source = bp.PostgresSource('postgresql://ckpt@127.0.0.1:%d/checkpoints' % info['port'])
+    store = bk.LocalStore(str(tmp_path / 'repo'))
+    manifest = bk.create_backup(store, str(state), str(tmp_path / 'work'), bk.Tools(), postgres=[source], scope='database')
+    assert [d['database'] for d in manifest['databases'] if d.get('engine') == 'postgresql'] == ['checkpoints']
+    pgpass.unlink()
+    with pytest.raises(bk.BackupError, match='no password supplied|password authentication failed'):
+        bk.create_backup(store, str(state), str(tmp_path / 'work'), bk.Tools(), postgres=[source], scope='database')
