@@ -167,7 +167,8 @@ options:
         transaction), after a C(pg_dump) of it was kept in the safety copy. With O(state=revert), the database that
         safety dump is put back into.
       - Never logged, never on a command line; pg_dump and pg_restore get the password in a PGPASSFILE
-        (mode 0600 in a private temporary directory).
+        (mode 0600 in a private temporary directory). Without a password in the URL, libpq's defaults
+        apply (C(~/.pgpass), peer or certificate authentication).
     type: str
   postgres_restore:
     description:
