@@ -31,10 +31,21 @@ def test_victor_is_healthy_with_the_deployed_version(host):
     assert body['version'] == '0.9.5'
 
 
+def _markers(host):
+    return host.check_output("runuser -u victor -- sqlite3 %s/victor.db 'SELECT name FROM ops_dr_marker ORDER BY name'" % STATE).split()
+
+
 def test_both_markers_are_back(host):
-    rows = host.check_output("runuser -u victor -- sqlite3 %s/victor.db 'SELECT name FROM ops_dr_marker ORDER BY name'" % STATE)
-    assert rows.split() == ['before-full', 'before-incremental']
+    assert {'before-full', 'before-incremental'} <= set(_markers(host))
     assert host.file(STATE + '/rl_data/dr_marker.txt').content_string == 'dr-marker\n'
+
+
+def test_failed_restore_put_the_previous_state_back(host):
+    # converge restored a backup whose YAML does not parse: the role failed after the swap
+    # and reverted, so the live state is the one from before that restore attempt
+    assert _markers(host) == ['after-broken-backup', 'before-full', 'before-incremental']
+    assert not host.file(STATE + '/ops-dr-broken.yaml').exists
+    assert host.service('victor-api').is_running
 
 
 def test_restored_state_belongs_to_victor_and_is_intact(host):
@@ -66,11 +77,13 @@ def test_chain_was_full_then_incremental(host):
 def test_timers_are_installed_and_the_scheduled_backup_works(host):
     for name in ('incremental', 'full', 'database'):
         assert host.service('victor-backup-%s.timer' % name).is_enabled
-    before = len(_manifests(host))
+    before = {m['id']: m for m in _manifests(host)}
     host.check_output('systemctl start victor-backup@database.service')
-    manifests = _manifests(host)
-    assert len(manifests) == before + 1
-    newest = max(manifests, key=lambda m: m['time'])
-    assert newest['scope'] == 'database'
-    paths = [f['path'] for f in newest['files']]
-    assert 'victor.db' in paths and all(f['kind'] == 'db' for f in newest['files'])  # project.db too
+    after = {m['id']: m for m in _manifests(host)}
+    new = [m for backup_id, m in after.items() if backup_id not in before]
+    assert len(new) == 1 and new[0]['scope'] == 'database'
+    paths = [f['path'] for f in new[0]['files']]
+    assert 'victor.db' in paths and all(f['kind'] == 'db' for f in new[0]['files'])  # project.db too
+    # the service also prunes (--prune, keep_hourly 24 ...): the newest full-scope backup stays
+    newest_full_scope = max((m for m in before.values() if m['scope'] == 'full'), key=lambda m: m['time'])
+    assert newest_full_scope['id'] in after
