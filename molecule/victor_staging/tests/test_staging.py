@@ -15,7 +15,7 @@ DB = "victor-ops-staging-db"
 APIS = ["victor-ops-staging-api1", "victor-ops-staging-api2"]
 LB = "victor-ops-staging-lb"
 ENV_FILE = "/etc/victor/victor.env"
-PASSWORD = "m0lecule p@ss:word"
+PASSWORD = "m0lecule p@ss:w/rd"
 EPHEMERAL = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
 testinfra_hosts = [LB]
 
