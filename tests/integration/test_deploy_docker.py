@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections import namedtuple
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ CONTAINER = 'victor-ops-itest-deploy'
 VOLUME = 'victor-ops-itest-data'
 SECRET = 'sk-itest-do-not-print-0123456789'
 DB = '/var/lib/victor/.victor/victor.db'
+Run = namedtuple('Run', 'rc out changed')
 # A start option that makes `victor serve` exit. The timeout also bounds the gate of the
 # automatic rollback, so it must cover Victor's start-up on a loaded machine.
 BAD_START = ['-e', '{"victor_deploy_docker_serve_args": ["--no-such-option"], "victor_deploy_health_timeout": 60}']
@@ -77,7 +79,6 @@ def env_fixture(tmp_path_factory):
         'victor_deploy_docker_volume': VOLUME,
         'victor_deploy_port': port,
         'victor_deploy_fact_file': str(work / 'facts.d' / 'victor_deploy.fact'),
-        'victor_deploy_env_file': str(work / 'victor.env'),
         'victor_deploy_environment': {'ANTHROPIC_API_KEY': SECRET},
         'victor_deploy_pre_backup': False,
     }))
@@ -98,7 +99,7 @@ def _play(env, playbook, *extra, version=None):
     out = proc.stdout + proc.stderr
     assert SECRET not in out, 'the API key was printed'
     recap = re.search(r'localhost\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)', out)
-    return proc.returncode, out, (int(recap.group(2)) if recap else None)
+    return Run(proc.returncode, out, int(recap.group(2)) if recap else None)
 
 
 def _health(env):
@@ -130,15 +131,14 @@ def _images():
 def test_bad_input_fails_before_touching_the_host(env):
     for extra, name in ((['-e', 'victor_deploy_version=latest'], 'victor_deploy_version'),
                         (['-e', 'victor_deploy_version=0.9.4', '-e', 'victor_deploy_docker_volume=no/slash'], 'victor_deploy_docker_volume')):
-        rc, out, _ = _play(env, 'deploy.yml', *extra)
+        rc, out = _play(env, 'deploy.yml', *extra)[:2]
         assert rc != 0 and name in out, out[-3000:]
     assert _container() is None
     assert not _images()
-    assert not (env['work'] / 'victor.env').exists()
 
 
 def test_failing_first_deploy_leaves_nothing_running(env):
-    rc, out, _ = _play(env, 'deploy.yml', *BAD_START, version='0.9.4')
+    rc, out = _play(env, 'deploy.yml', *BAD_START, version='0.9.4')[:2]
     assert rc != 0
     assert 'no previous release to roll back to (first deploy; the container was removed)' in out, out[-3000:]
     assert _container() is None
@@ -161,7 +161,6 @@ def test_deploy_094(env):
     assert info['HostConfig']['PortBindings']['8765/tcp'] == [{'HostIp': '127.0.0.1', 'HostPort': str(env['port'])}]
     assert [m['Name'] for m in info['Mounts'] if m['Destination'] == '/var/lib/victor'] == [VOLUME]
     assert 'ANTHROPIC_API_KEY=' + SECRET in info['Config']['Env']
-    assert oct((env['work'] / 'victor.env').stat().st_mode & 0o777) == '0o600'
     fact = _fact(env)
     assert (fact['current'], fact['previous'], fact['history'], fact['method']) == ('0.9.4', '', ['0.9.4'], 'docker')
 
@@ -178,7 +177,7 @@ def test_rerun_changes_nothing(env):
 def test_upgrade_095_keeps_data(env):
     _sql('CREATE TABLE IF NOT EXISTS itest_marker (v TEXT)')
     _sql("INSERT INTO itest_marker VALUES ('kept-across-deploys')")
-    rc, out, _ = _play(env, 'deploy.yml', version='0.9.5')
+    rc, out = _play(env, 'deploy.yml', version='0.9.5')[:2]
     assert rc == 0, out[-3000:]
     assert _health(env) == {'status': 'healthy', 'version': '0.9.5'}
     assert _container()['Config']['Image'] == IMAGE + ':0.9.5'
@@ -189,7 +188,7 @@ def test_upgrade_095_keeps_data(env):
 
 
 def test_rollback_playbook(env):
-    rc, out, _ = _play(env, 'rollback.yml')
+    rc, out = _play(env, 'rollback.yml')[:2]
     assert rc == 0, out[-3000:]
     assert _health(env) == {'status': 'healthy', 'version': '0.9.4'}
     assert _sql('SELECT v FROM itest_marker') == "[('kept-across-deploys',)]"
@@ -198,19 +197,22 @@ def test_rollback_playbook(env):
 
 
 def test_unhealthy_deploy_rolls_back(env):
-    rc, out, _ = _play(env, 'deploy.yml', *BAD_START, version='0.9.5')
+    rc, out = _play(env, 'deploy.yml', *BAD_START, version='0.9.5')[:2]
     assert rc != 0
     assert 'Deploy of victor-ai 0.9.5 on localhost failed' in out, out[-3000:]
     assert 'Rolled back automatically to 0.9.4, which passed the health gate again' in out, out[-3000:]
     assert _health(env) == {'status': 'healthy', 'version': '0.9.4'}
-    assert _container()['Config']['Image'] == IMAGE + ':0.9.4'
+    info = _container()
+    assert info['Config']['Image'] == IMAGE + ':0.9.4'
+    assert '--no-such-option' not in info['Config']['Cmd']  # the previous container's command, not the new one
+    assert 'ANTHROPIC_API_KEY=' + SECRET in info['Config']['Env']
     assert _sql('SELECT v FROM itest_marker') == "[('kept-across-deploys',)]"
     assert _fact(env)['current'] == '0.9.4'
 
 
 def test_version_missing_from_wheelhouse_fails_untouched(env):
     before = _container()
-    rc, out, _ = _play(env, 'deploy.yml', version='0.9.99')
+    rc, out = _play(env, 'deploy.yml', version='0.9.99')[:2]
     assert rc != 0
     assert 'Building %s:0.9.99' % IMAGE in out and 'the running container was not touched' in out, out[-3000:]
     after = _container()
@@ -225,7 +227,7 @@ def test_prune_keeps_current_and_previous(env):
     # and 0.9.5 (current) stay, the unknown one goes.
     _docker('tag', IMAGE + ':0.9.4', IMAGE + ':0.9.3')
     assert _images() == ['0.9.3', '0.9.4', '0.9.5']
-    rc, out, _ = _play(env, 'deploy.yml', '-e', 'victor_deploy_keep_releases=2', version='0.9.5')
+    rc, out = _play(env, 'deploy.yml', '-e', 'victor_deploy_keep_releases=2', version='0.9.5')[:2]
     assert rc == 0, out[-3000:]
     assert _health(env) == {'status': 'healthy', 'version': '0.9.5'}
     assert _images() == ['0.9.4', '0.9.5']
