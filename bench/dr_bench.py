@@ -26,6 +26,7 @@ collection on ANSIBLE_COLLECTIONS_PATH).  Needs the docker engine and the local 
 import argparse
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -195,7 +196,7 @@ def main():
         print("disaster_recovery.yml: %.1f s; %s; loadavg %s" % (t_dr, dr_detail, load_dr))
         print("  slowest tasks (profile_tasks):")
         for line in (base / "logs" / "dr.log").read_text().splitlines():
-            if line.rstrip().endswith("s") and " -- " in line:
+            if re.search(r" -{2,} *[0-9.]+s$", line.rstrip()):
                 print("    " + line.strip())
 
         in_container("systemctl stop victor-api && rm -rf %s %s.before-restore-*" % (STATE, STATE))  # the same disaster again
