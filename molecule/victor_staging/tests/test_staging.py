@@ -83,8 +83,13 @@ def test_backups_are_scheduled_as_systemd_timers(api):
         assert node.check_output("systemctl is-active %s", name) == "active"
         next_run = node.check_output("systemctl show %s -p NextElapseUSecRealtime --value", name)
         assert next_run not in ("", "0", "n/a"), (name, next_run)
-    # the first backup of a new node, so the health check's backup recency is green
-    assert node.run("ls /var/backups/victor/*.manifest.json").rc == 0
+    # the first backup of a new node, so the health check's backup recency is green; it holds
+    # a pg_dump of the shared database next to the SQLite snapshots, and no password
+    paths = node.check_output("ls /var/backups/victor/*.manifest.json").split()
+    manifests = [node.file(path).content_string for path in paths]
+    dumps = [db for text in manifests for db in json.loads(text)["databases"] if db.get("engine") == "postgresql"]
+    assert dumps and all(db["sha256"] and db["size"] > 0 for db in dumps), manifests
+    assert not any("p@ss" in text for text in manifests)
 
 
 def test_health_report_is_green():
