@@ -4,10 +4,12 @@ import http.server
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -204,3 +206,24 @@ def test_script_prints_one_json_document(database):
     report = json.loads(result.stdout)
     assert report["database"]["probe"]["writable"] and report["memory"]["top"]
     assert "service" not in report
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process as another uid and gid")
+def test_fd_map_falls_back_to_the_owners_uid_and_gid(monkeypatch):
+    """Without CAP_SYS_PTRACE (containers) root reads another user's descriptors from a child
+    running as that user; the kernel also wants the gid to match, and a gid is often not the uid."""
+    workdir = tempfile.mkdtemp(prefix="victor-diag-")
+    os.chmod(workdir, 0o777)
+    held = os.path.join(workdir, "held.db")
+    holder = subprocess.Popen(["/usr/bin/python3", "-c", "import sys, time; f = open(sys.argv[1], 'w'); print('open', flush=True); time.sleep(60)", held],
+                              stdout=subprocess.PIPE, user=65534, group=12345, extra_groups=[])
+    try:
+        assert holder.stdout.readline().strip() == b"open"
+        real = diag._fd_targets  # pylint: disable=protected-access
+        # root sees nothing directly, as in a container; the unprivileged child reads for real
+        monkeypatch.setattr(diag, "_fd_targets", lambda pid: None if os.geteuid() == 0 else real(pid))
+        assert held in diag.fd_map([holder.pid]).get(holder.pid, [])
+    finally:
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(workdir, ignore_errors=True)

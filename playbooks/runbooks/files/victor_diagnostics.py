@@ -84,7 +84,7 @@ def pids_in_cgroup(control_group):
 
 
 def proc_info(pid):
-    info = {"pid": pid, "comm": "", "cmdline": "", "rss_kb": 0, "uid": None}
+    info = {"pid": pid, "comm": "", "cmdline": "", "rss_kb": 0, "uid": None, "gid": None}
     try:
         with open("/proc/%d/status" % pid, encoding="utf-8") as handle:
             for line in handle:
@@ -94,6 +94,8 @@ def proc_info(pid):
                     info["rss_kb"] = int(line.split()[1])
                 elif line.startswith("Uid:"):
                     info["uid"] = int(line.split()[1])
+                elif line.startswith("Gid:"):
+                    info["gid"] = int(line.split()[1])
         with open("/proc/%d/cmdline" % pid, "rb") as handle:
             info["cmdline"] = handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()[:300]
     except (OSError, ValueError):
@@ -212,19 +214,20 @@ def fd_map(pids):
     """{pid: [open file targets]} for every pid whose descriptors can be read.
 
     Without CAP_SYS_PTRACE (containers) root cannot read another user's /proc/<pid>/fd,
-    but that user can: unreadable processes are read again by a child running as their uid.
+    but that user can: unreadable processes are read again by a child running as their uid and
+    gid (the kernel's ptrace check wants both to match; a user's gid is often not its uid).
     """
-    result, by_uid = {}, {}
+    result, by_owner = {}, {}
     for pid in pids:
         targets = _fd_targets(pid)
         if targets is not None:
             result[pid] = targets
         elif os.geteuid() == 0:
-            uid = proc_info(pid)["uid"]
-            if uid is not None:
-                by_uid.setdefault(uid, []).append(pid)
-    for uid, uid_pids in by_uid.items():
-        answer = _in_child_as(uid, uid, lambda p=uid_pids: {str(x): _fd_targets(x) for x in p})
+            info = proc_info(pid)
+            if info["uid"] is not None and info["gid"] is not None:
+                by_owner.setdefault((info["uid"], info["gid"]), []).append(pid)
+    for (uid, gid), owner_pids in by_owner.items():
+        answer = _in_child_as(uid, gid, lambda p=owner_pids: {str(x): _fd_targets(x) for x in p})
         for pid, targets in (answer.get("result") or {}).items():
             if targets is not None:
                 result[int(pid)] = targets
