@@ -39,6 +39,7 @@ DEFAULT_LOG_PATTERN = r'\b(ERROR|CRITICAL)\b|^Traceback \(most recent call last\
 LOG_TIMESTAMP = re.compile(r'^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})')
 PARTIAL_SUFFIXES = ('.partial', '.part', '.tmp', '.incomplete')
 MAX_LINE = 500
+MAX_PID_FILE_BYTES = 64  # a pid is at most 7 digits; more is not a pid file
 
 
 class MissingLibraryError(Exception):
@@ -371,7 +372,7 @@ def check_service(name='victor-api', manager='systemd', pid_file=None, run_comma
             return result(label, UNKNOWN, None, 'running', 'service.pid_file is needed with manager=process')
         try:
             with open(pid_file) as stream:
-                pid = int(stream.read().strip() or '0')
+                pid = int(stream.read(MAX_PID_FILE_BYTES).strip() or '0')  # bounded: pid_file may be a device
         except FileNotFoundError:
             return result(label, CRIT, 'stopped', 'running', 'pid file %s does not exist' % pid_file)
         except ValueError:

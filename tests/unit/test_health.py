@@ -293,6 +293,12 @@ def test_service_process_pid_file(tmp_path):
     assert health.check_service(manager='process', pid_file=None)['status'] == 'unknown'
 
 
+def test_service_pid_file_that_is_an_endless_device_is_read_bounded():
+    # /dev/zero never ends: an unbounded read() once took the whole machine's memory.
+    check = health.check_service(manager='process', pid_file='/dev/zero')
+    assert check['status'] == 'crit' and 'holds no pid' in check['message']
+
+
 # ----------------------------------------------------------------- disk and memory
 
 def test_disk_thresholds_on_real_filesystem(tmp_path):
