@@ -174,6 +174,18 @@ def test_rerun_changes_nothing(env):
     assert (after['Id'], after['State']['StartedAt']) == (before['Id'], before['State']['StartedAt'])
 
 
+def test_check_mode_upgrade_touches_nothing(env):
+    before, fact = _container(), _fact(env)
+    rc, out, changed = _play(env, 'deploy.yml', '--check', version='0.9.5')
+    assert rc == 0, out[-3000:]
+    assert changed > 0, 'check mode must report the upgrade it would make'
+    after = _container()
+    assert (after['Id'], after['State']['StartedAt']) == (before['Id'], before['State']['StartedAt'])
+    assert _images() == ['0.9.4'], 'check mode built an image'
+    assert _health(env) == {'status': 'healthy', 'version': '0.9.4'}
+    assert _fact(env) == fact
+
+
 def test_upgrade_095_keeps_data(env):
     _sql('CREATE TABLE IF NOT EXISTS itest_marker (v TEXT)')
     _sql("INSERT INTO itest_marker VALUES ('kept-across-deploys')")
