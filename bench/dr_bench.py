@@ -103,11 +103,8 @@ def playbook(inventory, path, log):
         raise RuntimeError("%s failed (rc %d), log: %s" % (path, proc.returncode, log))
 
 
-def timed(func):
-    os.sync()
-    started = time.monotonic()
-    func()
-    return time.monotonic() - started
+def loadavg():
+    return Path("/proc/loadavg").read_text().strip()
 
 
 def check_state(marker, rows):
@@ -163,7 +160,7 @@ def main():
         started = time.monotonic()
         rows = bb.build_state(seed / ".victor", args.db_mib, args.log_mib)
         print("state: %.0f MiB (%d rows), built in %.1f s; loadavg %s"
-              % (bb.du(str(seed)) / bb.MIB, rows, time.monotonic() - started, Path("/proc/loadavg").read_text().strip()))
+              % (bb.du(str(seed)) / bb.MIB, rows, time.monotonic() - started, loadavg()))
         inventory = base / "inventory.yml"
         inventory.write_text(INVENTORY % {"name": NAME})
         setup = base / "setup.yml"
@@ -182,16 +179,16 @@ def main():
                      "\"CREATE TABLE IF NOT EXISTS ops_dr_marker (name TEXT PRIMARY KEY); INSERT INTO ops_dr_marker VALUES ('%s');\"" % (STATE, marker))
         print("container %s up, Victor deployed and healthy on the generated state in %.1f s" % (NAME, time.monotonic() - started))
 
-        t_backup = timed(lambda: playbook(inventory, ROOT / "playbooks" / "backup.yml", base / "logs" / "backup.log"))
-        print("playbooks/backup.yml (full, local, verified): %.1f s; loadavg %s" % (t_backup, Path("/proc/loadavg").read_text().strip()))
+        t_backup = bb.timed(lambda: playbook(inventory, ROOT / "playbooks" / "backup.yml", base / "logs" / "backup.log"))[0]
+        print("playbooks/backup.yml (full, local, verified): %.1f s; loadavg %s" % (t_backup, loadavg()))
         in_container("systemctl stop victor-api")
-        t_raw = timed(lambda: bb.raw_pipeline(base / "home" / ".victor", base / "raw", "dr"))
+        t_raw = bb.timed(lambda: bb.raw_pipeline(base / "home" / ".victor", base / "raw", "dr"))[0]
         print("raw pipeline archive of the same state (Victor stopped): %.1f s, %.0f MiB"
               % (t_raw, os.path.getsize(str(base / "raw" / "raw-dr.tar.zst")) / bb.MIB))
 
         in_container("rm -rf %s" % STATE)  # the disaster (Victor already stopped)
-        t_dr = timed(lambda: playbook(inventory, ROOT / "playbooks" / "disaster_recovery.yml", base / "logs" / "dr.log"))
-        load_dr = Path("/proc/loadavg").read_text().strip()
+        t_dr = bb.timed(lambda: playbook(inventory, ROOT / "playbooks" / "disaster_recovery.yml", base / "logs" / "dr.log"))[0]
+        load_dr = loadavg()
         dr_ok, dr_detail = check_state(marker, rows)
         print("disaster_recovery.yml: %.1f s; %s; loadavg %s" % (t_dr, dr_detail, load_dr))
         print("  slowest tasks (profile_tasks):")
@@ -203,8 +200,8 @@ def main():
         manual = ("set -e; systemctl stop victor-api; mkdir -p {s}; zstd -d -c /var/backups/raw/raw-dr.tar.zst | tar -x -C {s}; "
                   "chown -R victor:victor {s}; systemctl start victor-api; "
                   "until curl -fsS http://127.0.0.1:8765/health 2>/dev/null | grep -q healthy; do sleep 0.5; done").format(s=STATE)
-        t_manual = timed(lambda: in_container("timeout 600 bash -c '%s'" % manual))
-        load_manual = Path("/proc/loadavg").read_text().strip()
+        t_manual = bb.timed(lambda: in_container("timeout 600 bash -c '%s'" % manual))[0]
+        load_manual = loadavg()
         manual_ok, manual_detail = check_state(marker, rows)
         print("manual runbook (stop, zstd -d | tar -x, chown, start, curl /health): %.1f s; %s; loadavg %s" % (t_manual, manual_detail, load_manual))
 
@@ -214,7 +211,7 @@ def main():
         print("%-64s %9.1f" % ("manual: zstd -d | tar -x of the raw archive, start, curl", t_manual))
         print("ratio ours / manual = %.2f; goal ours <= %.0f s: %s%s" % (t_dr / t_manual, GOAL, verdict, "" if dr_ok else " (state not back: %s)" % dr_detail))
         print("manual runbook state check: %s" % ("ok" if manual_ok else "FAILED"))
-        print("loadavg now: %s" % Path("/proc/loadavg").read_text().strip())
+        print("loadavg now: %s" % loadavg())
         return 0 if verdict == "PASS" else 1
     finally:
         if created:

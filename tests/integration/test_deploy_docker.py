@@ -2,7 +2,8 @@
 
 The steps run in file order and share one module fixture (the container, images and volume
 the steps build on): a failing first deploy leaves nothing, deploy 0.9.4, a no-change
-rerun, a marker row in Victor's state DB, upgrade to 0.9.5, playbooks/rollback.yml back to
+rerun, an upgrade in check mode (nothing built or touched), a marker row in Victor's
+state DB, upgrade to 0.9.5, playbooks/rollback.yml back to
 0.9.4, a deploy whose container cannot become healthy (automatic rollback), a version the
 wheelhouse lacks (the build fails, the container is not touched), pruning with keep=2.
 Everything the test creates has a name starting with victor-ops-itest; only those are removed.
