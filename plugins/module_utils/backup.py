@@ -515,6 +515,7 @@ def _add_entry(out, entry, snapshot_path):
         out.write(header)
         return {"path": entry["path"], "type": "symlink", "target": info.linkname, "kind": entry["kind"]}, len(header)
     path = snapshot_path or entry["abspath"]
+    opened = time.time()
     with open(path, "rb") as handle:
         st = os.fstat(handle.fileno())
         live = os.stat(entry["abspath"]) if snapshot_path else st
@@ -541,7 +542,7 @@ def _add_entry(out, entry, snapshot_path):
     record = {"path": entry["path"], "type": "file", "kind": entry["kind"], "size": st.st_size,
               "sha256": digest.hexdigest(), "mode": "%04o" % info.mode, "uid": info.uid,
               "gid": info.gid, "mtime": info.mtime}
-    if not snapshot_path:
+    if not snapshot_path and live.st_mtime < opened - RACY_SECONDS:
         # what an incremental compares to skip unchanged files without reading them
         record.update(mtime_ns=live.st_mtime_ns, ctime_ns=live.st_ctime_ns, ino=live.st_ino, dev=live.st_dev)
     if entry.get("engine"):
@@ -1033,6 +1034,9 @@ def _pg():
     return backup_postgres
 
 
+# File times move in coarse ticks: a file changed in the tick we read it in keeps the mtime we
+# recorded, so only a file older than this is trusted by stat next time (git's "racy clean").
+RACY_SECONDS = 2
 STAT_KEYS = (("size", "st_size"), ("mtime_ns", "st_mtime_ns"), ("ctime_ns", "st_ctime_ns"), ("ino", "st_ino"), ("dev", "st_dev"))
 
 

@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import tarfile
+import time
 
 import pytest
 
@@ -420,8 +421,17 @@ def test_cli_used_by_the_timers(env, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def _age_plain_files(state, seconds=3600):
+    stamp = time.time() - seconds
+    for root, _dirs, files in os.walk(str(state)):
+        for name in files:
+            if not name.startswith("victor.db"):
+                os.utime(os.path.join(root, name), (stamp, stamp))
+
+
 def test_incremental_skips_unchanged_files_by_stat_and_catches_same_size_rewrites(env, monkeypatch):
     tmp, state, conn, store = env
+    _age_plain_files(state)
     full = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
     log = [f for f in full["files"] if f["path"] == "logs/victor.log"][0]
     assert log["mtime_ns"] and log["ino"] and "mtime_ns" not in [f for f in full["files"] if f["path"] == "victor.db"][0]
@@ -438,6 +448,25 @@ def test_incremental_skips_unchanged_files_by_stat_and_catches_same_size_rewrite
     shutil.rmtree(str(state))
     bk.restore_backup(store, store.list_manifests()[0], inc2, bk.Tools(), str(state))
     assert (state / "logs" / "victor.log").read_text() == "LINE\n" * 5000
+
+
+def test_file_changed_in_the_tick_it_was_read_is_hashed_next_time(env, monkeypatch):
+    tmp, state, _conn, store = env
+    _age_plain_files(state)
+    log = state / "logs" / "victor.log"
+    log.write_text("line\n" * 5000)  # modified just now: its mtime may not move on the next change
+    full = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    records = dict((f["path"], f) for f in full["files"])
+    assert "mtime_ns" not in records["logs/victor.log"] and "mtime_ns" in records["profiles.yaml"]
+    stamp = os.stat(str(log)).st_mtime_ns
+    log.write_text("LINE\n" * 5000)  # same size; put the recorded mtime back, as a same-tick write leaves it
+    os.utime(str(log), ns=(stamp, stamp))
+    read = []
+    real = bk.sha256_file
+    monkeypatch.setattr(bk, "sha256_file", lambda path: read.append(os.path.basename(path)) or real(path))
+    inc = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools(), backup_type="incremental")
+    assert "victor.log" in read and "profiles.yaml" not in read
+    assert [f["path"] for f in inc["files"] if f.get("stored", True)] == ["logs/victor.log"]
 
 
 def test_snapshot_failing_quick_check_registers_nothing(env, monkeypatch):
