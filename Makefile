@@ -30,9 +30,11 @@ help:
 
 ## The project's test command (what .ci/run calls).
 test:
-	@rm -f .cache/stages.tsv
+	@rm -rf .cache/stages.tsv .cache/logs
 	@$(MAKE) --no-print-directory host-packages venv docker wheelhouse images collection
 	@$(MAKE) --no-print-directory -k lint sanity unit integration molecule-all; rc=$$?; \
+	  awk -F '\t' '$$2 != 0 {print $$1}' .cache/stages.tsv | while read -r failed; do \
+	    printf '\n---- end of the failed stage "%s" (.cache/logs) ----\n' "$$failed"; tail -n 60 ".cache/logs/$${failed// /_}.log"; done; \
 	  printf '\nstage\texit\tseconds\n'; cat .cache/stages.tsv; \
 	  if [ $$rc -eq 0 ]; then echo "make test: all stages passed"; else echo "make test: FAILED" >&2; fi; \
 	  exit $$rc
@@ -67,11 +69,11 @@ sanity: venv collection
 	@$(STAGE) sanity scripts/sanity.sh
 
 unit: venv collection
-	@$(STAGE) unit bash -c 'cd $(COLLECTION_LINK) && pytest -q tests/unit'
+	@$(STAGE) unit bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE tests/unit'
 
 ## Tests against real services started on the host (PostgreSQL, Redis, moto, ansible-runner).
 integration: venv collection
-	@$(STAGE) integration bash -c 'cd $(COLLECTION_LINK) && pytest -q tests/integration'
+	@$(STAGE) integration bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE tests/integration'
 
 ## One scenario: make molecule SCENARIO=victor_deploy
 molecule: venv collection

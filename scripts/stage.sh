@@ -5,8 +5,11 @@ set -uo pipefail
 name=$1; shift
 start=$(date +%s)
 printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$name"
-"$@"
-rc=$?
+# Each stage's output is also kept, so `make test` can repeat the end of a failed one last.
+mkdir -p .cache/logs
+log=".cache/logs/${name// /_}.log"
+"$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
 secs=$(( $(date +%s) - start ))
 if [ "$rc" -eq 0 ]; then
   printf '<== %s: ok in %ss\n' "$name" "$secs"
