@@ -212,13 +212,14 @@ def test_script_prints_one_json_document(database):
 def test_fd_map_falls_back_to_the_owners_uid_and_gid(monkeypatch):
     """Without CAP_SYS_PTRACE (containers) root reads another user's descriptors from a child
     running as that user; the kernel also wants the gid to match, and a gid is often not the uid."""
-    workdir = tempfile.mkdtemp(prefix="victor-diag-")
+    workdir = tempfile.mkdtemp(prefix="victor-diag-", dir="/tmp")  # /tmp: reachable by uid 65534 whatever TMPDIR is
     os.chmod(workdir, 0o777)
     held = os.path.join(workdir, "held.db")
     holder = subprocess.Popen(["/usr/bin/python3", "-c", "import sys, time; f = open(sys.argv[1], 'w'); print('open', flush=True); time.sleep(60)", held],
-                              stdout=subprocess.PIPE, user=65534, group=12345, extra_groups=[])
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, user=65534, group=12345, extra_groups=[])
     try:
-        assert holder.stdout.readline().strip() == b"open"
+        opened = holder.stdout.readline().strip()
+        assert opened == b"open", holder.stderr.read(4096) if holder.poll() is not None else opened
         real = diag._fd_targets  # pylint: disable=protected-access
         # root sees nothing directly, as in a container; the unprivileged child reads for real
         monkeypatch.setattr(diag, "_fd_targets", lambda pid: None if os.geteuid() == 0 else real(pid))
