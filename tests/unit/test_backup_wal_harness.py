@@ -174,10 +174,12 @@ def test_sigkill_never_leaves_a_listed_partial_backup(tmp_path):
     store = bk.LocalStore(repo)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     rng = random.Random(5)
-    started = time.monotonic()
-    timing = subprocess.run([sys.executable, "-c", KILLER, repo, str(state), work], env=env, check=True)
-    one = time.monotonic() - started
-    assert timing.returncode == 0
+    durations = []
+    for _run in range(2):  # the faster of two: a cold first run would put most kills after the end
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", KILLER, repo, str(state), work], env=env, check=True)
+        durations.append(time.monotonic() - started)
+    one = min(durations)
     kills = completed = 0
     for _attempt in range(40):
         proc = subprocess.Popen([sys.executable, "-c", KILLER, repo, str(state), work], env=env)
@@ -195,7 +197,7 @@ def test_sigkill_never_leaves_a_listed_partial_backup(tmp_path):
             assert name.endswith(bk.MANIFEST_SUFFIX) or name.startswith("."), name
     listed, problems = store.list_manifests()
     # a run killed after its manifest was written is a complete backup; anything listed must verify
-    assert 1 + completed <= len(listed) <= 1 + completed + kills
+    assert 2 + completed <= len(listed) <= 2 + completed + kills
     for manifest in listed:
         result = bk.verify_backup(store, listed, manifest, bk.Tools(), str(tmp_path / "verify"), record=False)
         assert result["ok"], result
