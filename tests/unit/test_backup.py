@@ -429,15 +429,21 @@ def _age_plain_files(state, seconds=3600):
                 os.utime(os.path.join(root, name), (stamp, stamp))
 
 
+def _hash_reads(monkeypatch):
+    """Names of the files bk.sha256_file reads from now on."""
+    read = []
+    real = bk.sha256_file
+    monkeypatch.setattr(bk, "sha256_file", lambda path: read.append(os.path.basename(path)) or real(path))
+    return read
+
+
 def test_incremental_skips_unchanged_files_by_stat_and_catches_same_size_rewrites(env, monkeypatch):
     tmp, state, conn, store = env
     _age_plain_files(state)
     full = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
     log = [f for f in full["files"] if f["path"] == "logs/victor.log"][0]
     assert log["mtime_ns"] and log["ino"] and "mtime_ns" not in [f for f in full["files"] if f["path"] == "victor.db"][0]
-    read = []
-    real = bk.sha256_file
-    monkeypatch.setattr(bk, "sha256_file", lambda path: read.append(os.path.basename(path)) or real(path))
+    read = _hash_reads(monkeypatch)
     inc = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools(), backup_type="incremental")
     assert [f["path"] for f in inc["files"] if f.get("stored", True)] == []
     assert [name for name in read if not name.startswith("db-")] == []  # plain files were not read, only the DB snapshot
@@ -461,9 +467,7 @@ def test_file_changed_in_the_tick_it_was_read_is_hashed_next_time(env, monkeypat
     stamp = os.stat(str(log)).st_mtime_ns
     log.write_text("LINE\n" * 5000)  # same size; put the recorded mtime back, as a same-tick write leaves it
     os.utime(str(log), ns=(stamp, stamp))
-    read = []
-    real = bk.sha256_file
-    monkeypatch.setattr(bk, "sha256_file", lambda path: read.append(os.path.basename(path)) or real(path))
+    read = _hash_reads(monkeypatch)
     inc = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools(), backup_type="incremental")
     assert "victor.log" in read and "profiles.yaml" not in read
     assert [f["path"] for f in inc["files"] if f.get("stored", True)] == ["logs/victor.log"]
