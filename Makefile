@@ -33,9 +33,9 @@ test:
 	@rm -rf .cache/stages.tsv .cache/logs
 	@$(MAKE) --no-print-directory host-packages venv docker wheelhouse images collection
 	@$(MAKE) --no-print-directory -k lint sanity unit integration molecule-all; rc=$$?; \
-	  awk -F '\t' '$$2 != 0 {print $$1}' .cache/stages.tsv | while read -r failed; do \
-	    printf '\n---- end of the failed stage "%s" (.cache/logs) ----\n' "$$failed"; tail -n 60 ".cache/logs/$${failed// /_}.log"; done; \
-	  printf '\nstage\texit\tseconds\n'; cat .cache/stages.tsv; \
+	  awk -F '\t' '$$2 != 0 {print $$1 "\t" $$4}' .cache/stages.tsv | while IFS=$$'\t' read -r failed log; do \
+	    printf '\n---- end of the failed stage "%s" (%s) ----\n' "$$failed" "$$log"; tail -n 60 "$$log"; done; \
+	  printf '\nstage\texit\tseconds\tlog\n'; cat .cache/stages.tsv; \
 	  if [ $$rc -eq 0 ]; then echo "make test: all stages passed"; else echo "make test: FAILED" >&2; fi; \
 	  exit $$rc
 

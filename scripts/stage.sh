@@ -17,5 +17,5 @@ else
   printf '<== %s: FAILED (exit %s) after %ss\n' "$name" "$rc" "$secs" >&2
 fi
 mkdir -p .cache
-printf '%s\t%s\t%s\n' "$name" "$rc" "$secs" >> .cache/stages.tsv
+printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$secs" "$log" >> .cache/stages.tsv
 exit "$rc"
