@@ -23,7 +23,7 @@ export ANSIBLE_FORCE_COLOR      := 0
 host-packages:
 	@$(STAGE) host-packages bash -c 'scripts/host_packages.sh 2>&1 | grep -v -e needrestart -e debconf; exit $${PIPESTATUS[0]}'
 
-.PHONY: help test demo integration host-packages venv docker wheelhouse images collection lint sanity unit molecule molecule-all build clean
+.PHONY: help test demo fuzz integration host-packages venv docker wheelhouse images collection lint sanity unit molecule molecule-all build clean
 
 help:
 	@sed -n '2,5p' Makefile
@@ -69,7 +69,11 @@ sanity: venv collection
 	@$(STAGE) sanity scripts/sanity.sh
 
 unit: venv collection
-	@$(STAGE) unit bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE tests/unit'
+	@$(STAGE) unit bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE --hypothesis-profile=ci tests/unit'
+
+## Random-input tests with fresh examples (not part of make test: its runs must be reproducible).
+fuzz: venv collection
+	@$(STAGE) fuzz bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE --hypothesis-profile=fuzz --hypothesis-show-statistics tests/unit/test_health_module.py'
 
 ## Tests against real services started on the host (PostgreSQL, Redis, moto, ansible-runner).
 integration: venv collection

@@ -159,6 +159,10 @@ def validate_params(params):
         problem = url_problem(http['url'])
         if problem:
             errors.append('http.url: %s' % problem)
+    if http.get('ca_path'):
+        problem = ca_bundle_problem(http['ca_path'])
+        if problem:
+            errors.append('http.ca_path: %s' % problem)
     for path in http.get('paths') or []:
         if not path.startswith('/'):
             errors.append("http.paths entries must start with '/' (got %r)" % path)
@@ -200,6 +204,15 @@ def url_problem(url):
 _OPENERS = {}
 
 
+def ca_bundle_problem(path):
+    """Why a CA bundle cannot be loaded (missing, a directory, no PEM certificates), or None."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        return 'cannot load CA bundle %r: %s' % (path, exc.strerror or exc)
+    return None
+
+
 def _ssl_context(validate_certs, ca_path):
     if validate_certs:
         context = ssl.create_default_context(cafile=ca_path) if ca_path else ssl.create_default_context()
@@ -230,10 +243,10 @@ def _opener(url, validate_certs, ca_path, use_proxy):
 
 def http_get(url, headers=None, timeout=10.0, validate_certs=True, ca_path=None, use_proxy=True):
     """GET url; returns (status code or None, body text, elapsed ms, error message or None)."""
-    opener = _opener(url, validate_certs, ca_path, use_proxy)
-    request = Request(url, headers=dict(headers or {}), method='GET')
     start = time.monotonic()
     try:
+        opener = _opener(url, validate_certs, ca_path, use_proxy)
+        request = Request(url, headers=dict(headers or {}), method='GET')
         response = opener.open(request, timeout=timeout)
         try:
             body = response.read(1024 * 1024)
@@ -342,8 +355,8 @@ def check_tls(url, warn_days=30, crit_days=7, timeout=10.0, validate_certs=True,
     host, port = parts.hostname, parts.port or 443
     name = 'tls:%s:%s' % (host, port)
     threshold = {'warn_days': warn_days, 'crit_days': crit_days}
-    context = _ssl_context(validate_certs, ca_path)
     try:
+        context = _ssl_context(validate_certs, ca_path)
         with socket.create_connection((host, port), timeout=timeout) as sock:
             with context.wrap_socket(sock, server_hostname=host) as tls:
                 not_after = tls.getpeercert().get('notAfter') if validate_certs else None

@@ -125,6 +125,9 @@ def test_worst_and_summary():
     ({'log': {'path': '/x', 'window_minutes': -5}}, 'log.window_minutes must be greater than 0'),
     ({'backup': {'path': '/x', 'warn_age_hours': 50, 'crit_age_hours': 26}}, 'backup.warn_age_hours (50)'),
     ({'fleet': {'endpoints': [], 'max_workers': 0}}, 'fleet.max_workers must be at least 1'),
+    ({'http': {'url': 'https://127.0.0.1', 'ca_path': '/'}}, "http.ca_path: cannot load CA bundle '/': Is a directory"),
+    ({'http': {'url': 'https://127.0.0.1', 'ca_path': '/nonexistent'}}, 'No such file or directory'),
+    ({'http': {'url': 'https://127.0.0.1', 'ca_path': '/etc/hostname'}}, 'NO_CERTIFICATE_OR_CRL_FOUND'),
 ])
 def test_validate_params_names_the_problem(params, fragment):
     errors = health.validate_params(params)
@@ -257,6 +260,16 @@ def test_tls_untrusted_is_crit_and_unverified_still_reads_expiry(tls_server):
     assert untrusted['status'] == 'crit' and 'not trusted' in untrusted['message']
     unverified = health.check_tls(url, validate_certs=False)
     assert unverified['status'] == 'warn' and 9 < unverified['value'] <= 10
+
+
+@pytest.mark.parametrize('ca_path', ['/', '/nonexistent', '/etc/hostname'])
+def test_unloadable_ca_bundle_is_crit_not_exception(tls_server, ca_path):
+    url, cert = tls_server
+    assert health.validate_params({'http': {'url': url, 'ca_path': cert}}) == []
+    checks = _by_name(health.check_endpoint(url, ['/health'], health.http_options({'ca_path': ca_path}), tls={}))
+    port = url.rsplit(':', 1)[1]
+    assert checks['http:/health']['status'] == 'crit' and 'request to %s/health failed' % url in checks['http:/health']['message']
+    assert checks['tls:127.0.0.1:%s' % port]['status'] == 'crit' and 'TLS handshake' in checks['tls:127.0.0.1:%s' % port]['message']
 
 
 def test_https_endpoint_checks_include_certificate(tls_server):

@@ -5,7 +5,7 @@ import socket
 import threading
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from ansible.module_utils import basic
@@ -168,7 +168,7 @@ def _module_args():
     return st.fixed_dictionaries({}, optional=dict((name, _option_values(option)) for name, option in spec.items()))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(args=_module_args())
 def test_random_arguments_end_in_exit_or_fail(args):
     if isinstance(args.get('http'), dict):
@@ -199,6 +199,8 @@ def _typed_values(spec):
         required = dict((k, _typed_values(v)) for k, v in spec['options'].items() if v.get('required'))
         optional = dict((k, _typed_values(v)) for k, v in spec['options'].items() if not v.get('required'))
         return st.fixed_dictionaries(required, optional=optional)
+    if kind == 'dict':
+        return st.dictionaries(st.sampled_from(['Accept', 'X-Request-Id']), st.text(max_size=5), max_size=2)
     if kind == 'list':
         inner = {'type': 'dict', 'options': spec['options']} if spec.get('options') else {'type': spec.get('elements', 'str')}
         return st.lists(_typed_values(inner), max_size=3)
@@ -215,7 +217,8 @@ def _typed_values(spec):
     return st.one_of(_urls, st.sampled_from(['/health', 'victor-api', '(', 'ERROR', '*']))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(args=st.fixed_dictionaries({}, optional=dict((k, _typed_values(v)) for k, v in health_argument_spec().items())))
+@example(args={'http': {'url': 'https://127.0.0.1:1', 'ca_path': '/'}})  # found by CI: a directory as CA bundle raised
 def test_well_typed_random_arguments_end_in_exit_or_fail(args):
     test_random_arguments_end_in_exit_or_fail.hypothesis.inner_test(args)
