@@ -222,3 +222,87 @@ def _typed_values(spec):
 @example(args={'http': {'url': 'https://127.0.0.1:1', 'ca_path': '/'}})  # found by CI: a directory as CA bundle raised
 def test_well_typed_random_arguments_end_in_exit_or_fail(args):
     test_random_arguments_end_in_exit_or_fail.hypothesis.inner_test(args)
+
+
+# Valid by construction: every example passes validation, so all of them reach the checks themselves
+# (random and well-typed input mostly stops at validation). 'SERVER' is replaced by the live loopback server.
+_loopback_urls = st.sampled_from(['SERVER', 'http://127.0.0.1:1', 'https://127.0.0.1:1', 'http://localhost:1/x'])
+_url_paths = st.lists(st.sampled_from(['/health', '/', '/x?y=1', '/status']), max_size=3)
+
+
+def _ordered(values, descending=False):
+    """(warn, crit) with warn not past crit."""
+    return st.tuples(values, values).map(lambda pair: tuple(sorted(pair, reverse=descending)))
+
+
+def _pair(keys, values, descending=False):
+    return _ordered(values, descending).map(lambda pair: dict(zip(keys, pair)))
+
+
+_percents = st.floats(0, 100, allow_nan=False)
+_valid_sections = dict(
+    http=st.tuples(
+        st.fixed_dictionaries({'url': _loopback_urls}, optional={
+            'paths': _url_paths, 'headers': st.dictionaries(st.sampled_from(['Accept', 'X-Request-Id']), st.text(max_size=5), max_size=2),
+            'bearer_token': st.text(max_size=8), 'expected_status': st.lists(st.integers(100, 599), max_size=2),
+            'expected_version': st.sampled_from(['0.9.5', '0.9.4', '']), 'validate_certs': st.booleans(),
+            'ca_path': st.just('/etc/ssl/certs/ca-certificates.crt'), 'use_proxy': st.booleans()}),
+        _pair(('latency_warn_ms', 'latency_crit_ms'), st.floats(0, 5000, allow_nan=False))).map(lambda t: dict(t[0], **t[1])),
+    tls=_pair(('warn_days', 'crit_days'), st.integers(0, 400), descending=True),
+    service=st.fixed_dictionaries({}, optional={'name': st.sampled_from(['victor-api', 'no-such-unit']),
+                                                'manager': st.sampled_from(['systemd', 'process']), 'pid_file': _paths}),
+    disk=st.tuples(st.lists(_paths, min_size=1, max_size=3), _pair(('warn_percent', 'crit_percent'), _percents))
+    .map(lambda t: dict(t[1], paths=t[0])),
+    memory=_pair(('warn_percent', 'crit_percent'), _percents),
+    log=st.tuples(
+        st.fixed_dictionaries({'path': _paths}, optional={
+            'patterns': st.lists(st.sampled_from(['ERROR', 'CRITICAL|FATAL', r'\btimeout\b', '.*']), max_size=2),
+            'newest': st.integers(0, 10)}),
+        st.one_of(st.just({}), st.integers(1, 120).map(lambda m: {'window_minutes': m}),
+                  st.integers(1, 1000).map(lambda n: {'last_lines': n})),
+        _pair(('warn_count', 'crit_count'), st.integers(0, 100))).map(lambda t: dict(t[0], **dict(t[1], **t[2]))),
+    backup=st.tuples(
+        st.fixed_dictionaries({'path': _paths}, optional={'pattern': st.sampled_from(['*', '*.tar*', '[']),
+                                                          'complete_marker': st.sampled_from(['COMPLETE', 'manifest.json'])}),
+        _pair(('warn_age_hours', 'crit_age_hours'), st.floats(0, 1000, allow_nan=False))).map(lambda t: dict(t[0], **t[1])),
+    sqlite=st.fixed_dictionaries({'paths': st.lists(_paths, min_size=1, max_size=3)}, optional={'missing_ok': st.booleans()}),
+    # nothing listens on port 1: libpq fails fast, as a down database would
+    postgres=st.tuples(st.fixed_dictionaries({'host': st.just('127.0.0.1'), 'port': st.just(1), 'connect_timeout': st.just(1)},
+                                             optional={'sslmode': st.sampled_from(['disable', 'prefer', 'require'])}),
+                       _pair(('warn_percent', 'crit_percent'), _percents)).map(lambda t: dict(t[0], **t[1])),
+    fleet=st.fixed_dictionaries({'endpoints': st.lists(
+        st.fixed_dictionaries({'url': _loopback_urls}, optional={'name': st.text(min_size=1, max_size=5), 'paths': _url_paths,
+                                                                 'expected_version': st.sampled_from(['0.9.5', '0.9.4'])}),
+        min_size=1, max_size=3)}, optional={'max_workers': st.integers(1, 8)}),
+)
+
+
+def _with_server(value, url):
+    if isinstance(value, dict):
+        return dict((k, _with_server(v, url)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_with_server(v, url) for v in value]
+    return url if value == 'SERVER' else value
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(args=st.fixed_dictionaries({}, optional=_valid_sections).filter(lambda args: set(args) - {'tls'}))  # tls alone checks nothing
+def test_valid_random_arguments_report_every_requested_check(server, args):
+    args = _with_server(args, server)
+    if 'http' in args:
+        args['http']['timeout'] = 1
+    out = _run(dict(args, fail_on='never'))
+    assert out.kind == 'exit', out.result.get('msg')
+    result = out.result
+    assert result['status'] in ('healthy', 'degraded', 'unhealthy') and result['changed'] is False
+    every_check = result['checks'] + [c for e in result['endpoints'] for c in e['checks']]
+    assert all(c['status'] in ('ok', 'warn', 'crit', 'unknown') and isinstance(c['message'], str) for c in every_check)
+    assert sum(result['summary'].values()) == len(every_check)
+    names = [c['name'] for c in result['checks']]
+    if 'http' in args:
+        assert set('http:%s' % path for path in args['http'].get('paths') or ['/health']) <= set(names), names
+    for section in ('disk', 'memory', 'service', 'sqlite', 'backup', 'log'):
+        if section in args:
+            assert any(name.split(':')[0] == section for name in names), (section, names)
+    assert len(result['endpoints']) == len((args.get('fleet') or {}).get('endpoints') or [])
+    event(result['status'])
