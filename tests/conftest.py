@@ -19,7 +19,7 @@ for _root in _ROOTS:
 try:
     from hypothesis import settings as _hypothesis_settings
 except ImportError:  # sanity and integration environments need not have it
-    _hypothesis_settings = None
-if _hypothesis_settings is not None:
+    pass
+else:
     _hypothesis_settings.register_profile('ci', max_examples=300, derandomize=True, print_blob=True)
     _hypothesis_settings.register_profile('fuzz', max_examples=5000, print_blob=True)

@@ -207,7 +207,7 @@ _OPENERS = {}
 def ca_bundle_problem(path):
     """Why a CA bundle cannot be loaded (missing, a directory, no PEM certificates), or None."""
     try:
-        ssl.create_default_context(cafile=path)
+        _ssl_context(True, path)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         return 'cannot load CA bundle %r: %s' % (path, exc.strerror or exc)
     return None

@@ -264,8 +264,7 @@ def test_tls_untrusted_is_crit_and_unverified_still_reads_expiry(tls_server):
 
 @pytest.mark.parametrize('ca_path', ['/', '/nonexistent', '/etc/hostname'])
 def test_unloadable_ca_bundle_is_crit_not_exception(tls_server, ca_path):
-    url, cert = tls_server
-    assert health.validate_params({'http': {'url': url, 'ca_path': cert}}) == []
+    url, _cert = tls_server
     checks = _by_name(health.check_endpoint(url, ['/health'], health.http_options({'ca_path': ca_path}), tls={}))
     port = url.rsplit(':', 1)[1]
     assert checks['http:/health']['status'] == 'crit' and 'request to %s/health failed' % url in checks['http:/health']['message']
@@ -274,6 +273,7 @@ def test_unloadable_ca_bundle_is_crit_not_exception(tls_server, ca_path):
 
 def test_https_endpoint_checks_include_certificate(tls_server):
     url, cert = tls_server
+    assert health.validate_params({'http': {'url': url, 'ca_path': cert}}) == []
     options = health.http_options({'ca_path': cert})
     checks = _by_name(health.check_endpoint(url, ['/health'], options, '0.9.5', tls={'warn_days': 5, 'crit_days': 2}))
     assert checks['http:/health']['status'] == 'ok'

@@ -192,6 +192,9 @@ def test_random_arguments_end_in_exit_or_fail(args):
 _paths = st.sampled_from(['/', '/proc', '/dev/zero', '/nonexistent', '/etc/hostname', '/proc/meminfo', '/tmp', ''])
 
 
+_headers = st.dictionaries(st.sampled_from(['Accept', 'X-Request-Id']), st.text(max_size=5), max_size=2)
+
+
 def _typed_values(spec):
     """Values of the declared type (often out of range), to reach the checks themselves."""
     kind = spec.get('type', 'str')
@@ -200,7 +203,7 @@ def _typed_values(spec):
         optional = dict((k, _typed_values(v)) for k, v in spec['options'].items() if not v.get('required'))
         return st.fixed_dictionaries(required, optional=optional)
     if kind == 'dict':
-        return st.dictionaries(st.sampled_from(['Accept', 'X-Request-Id']), st.text(max_size=5), max_size=2)
+        return _headers
     if kind == 'list':
         inner = {'type': 'dict', 'options': spec['options']} if spec.get('options') else {'type': spec.get('elements', 'str')}
         return st.lists(_typed_values(inner), max_size=3)
@@ -230,46 +233,46 @@ _loopback_urls = st.sampled_from(['SERVER', 'http://127.0.0.1:1', 'https://127.0
 _url_paths = st.lists(st.sampled_from(['/health', '/', '/x?y=1', '/status']), max_size=3)
 
 
-def _ordered(values, descending=False):
-    """(warn, crit) with warn not past crit."""
-    return st.tuples(values, values).map(lambda pair: tuple(sorted(pair, reverse=descending)))
-
-
 def _pair(keys, values, descending=False):
-    return _ordered(values, descending).map(lambda pair: dict(zip(keys, pair)))
+    """{warn_key: w, crit_key: c} with w not past c."""
+    return st.tuples(values, values).map(lambda pair: dict(zip(keys, sorted(pair, reverse=descending))))
+
+
+def _merged(*parts):
+    """One dict from several dict strategies."""
+    return st.tuples(*parts).map(lambda dicts: dict((k, v) for d in dicts for k, v in d.items()))
 
 
 _percents = st.floats(0, 100, allow_nan=False)
 _valid_sections = dict(
-    http=st.tuples(
+    http=_merged(
         st.fixed_dictionaries({'url': _loopback_urls}, optional={
-            'paths': _url_paths, 'headers': st.dictionaries(st.sampled_from(['Accept', 'X-Request-Id']), st.text(max_size=5), max_size=2),
+            'paths': _url_paths, 'headers': _headers,
             'bearer_token': st.text(max_size=8), 'expected_status': st.lists(st.integers(100, 599), max_size=2),
             'expected_version': st.sampled_from(['0.9.5', '0.9.4', '']), 'validate_certs': st.booleans(),
             'ca_path': st.just('/etc/ssl/certs/ca-certificates.crt'), 'use_proxy': st.booleans()}),
-        _pair(('latency_warn_ms', 'latency_crit_ms'), st.floats(0, 5000, allow_nan=False))).map(lambda t: dict(t[0], **t[1])),
+        _pair(('latency_warn_ms', 'latency_crit_ms'), st.floats(0, 5000, allow_nan=False))),
     tls=_pair(('warn_days', 'crit_days'), st.integers(0, 400), descending=True),
     service=st.fixed_dictionaries({}, optional={'name': st.sampled_from(['victor-api', 'no-such-unit']),
                                                 'manager': st.sampled_from(['systemd', 'process']), 'pid_file': _paths}),
-    disk=st.tuples(st.lists(_paths, min_size=1, max_size=3), _pair(('warn_percent', 'crit_percent'), _percents))
-    .map(lambda t: dict(t[1], paths=t[0])),
+    disk=_merged(st.fixed_dictionaries({'paths': st.lists(_paths, min_size=1, max_size=3)}), _pair(('warn_percent', 'crit_percent'), _percents)),
     memory=_pair(('warn_percent', 'crit_percent'), _percents),
-    log=st.tuples(
+    log=_merged(
         st.fixed_dictionaries({'path': _paths}, optional={
             'patterns': st.lists(st.sampled_from(['ERROR', 'CRITICAL|FATAL', r'\btimeout\b', '.*']), max_size=2),
             'newest': st.integers(0, 10)}),
         st.one_of(st.just({}), st.integers(1, 120).map(lambda m: {'window_minutes': m}),
                   st.integers(1, 1000).map(lambda n: {'last_lines': n})),
-        _pair(('warn_count', 'crit_count'), st.integers(0, 100))).map(lambda t: dict(t[0], **dict(t[1], **t[2]))),
-    backup=st.tuples(
+        _pair(('warn_count', 'crit_count'), st.integers(0, 100))),
+    backup=_merged(
         st.fixed_dictionaries({'path': _paths}, optional={'pattern': st.sampled_from(['*', '*.tar*', '[']),
                                                           'complete_marker': st.sampled_from(['COMPLETE', 'manifest.json'])}),
-        _pair(('warn_age_hours', 'crit_age_hours'), st.floats(0, 1000, allow_nan=False))).map(lambda t: dict(t[0], **t[1])),
+        _pair(('warn_age_hours', 'crit_age_hours'), st.floats(0, 1000, allow_nan=False))),
     sqlite=st.fixed_dictionaries({'paths': st.lists(_paths, min_size=1, max_size=3)}, optional={'missing_ok': st.booleans()}),
     # nothing listens on port 1: libpq fails fast, as a down database would
-    postgres=st.tuples(st.fixed_dictionaries({'host': st.just('127.0.0.1'), 'port': st.just(1), 'connect_timeout': st.just(1)},
-                                             optional={'sslmode': st.sampled_from(['disable', 'prefer', 'require'])}),
-                       _pair(('warn_percent', 'crit_percent'), _percents)).map(lambda t: dict(t[0], **t[1])),
+    postgres=_merged(st.fixed_dictionaries({'host': st.just('127.0.0.1'), 'port': st.just(1), 'connect_timeout': st.just(1)},
+                                           optional={'sslmode': st.sampled_from(['disable', 'prefer', 'require'])}),
+                     _pair(('warn_percent', 'crit_percent'), _percents)),
     fleet=st.fixed_dictionaries({'endpoints': st.lists(
         st.fixed_dictionaries({'url': _loopback_urls}, optional={'name': st.text(min_size=1, max_size=5), 'paths': _url_paths,
                                                                  'expected_version': st.sampled_from(['0.9.5', '0.9.4'])}),
