@@ -1,7 +1,8 @@
 # victor.ops — one entry point for setup, tests and the local demo.
 #   make test      everything CI runs (venv, docker, images, wheelhouse, lint, sanity, unit, molecule)
 #   make demo      the main job (monthly maintenance) on the embedded local default
-# Quicker targets: make lint | sanity | unit | integration | molecule SCENARIO=<name> | images | wheelhouse
+# Quicker targets: make lint | sanity | unit [ARGS=...] | integration [ARGS=...] | molecule SCENARIO=<name>
+#   | molecule-dev SCENARIO=<name> (converge + verify, container kept) | images | wheelhouse
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -16,17 +17,18 @@ SCENARIOS       := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecu
 export PATH                     := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS_DIR)
 export MOLECULE_GLOB            := molecule/*/molecule.yml
-export VICTOR_OPS_WHEELHOUSE    := $(CURDIR)/.cache/wheelhouse
+# Downloaded once per machine (a fresh clone reuses it): containers cannot reach PyPI.
+export VICTOR_OPS_WHEELHOUSE    ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/victor-ops/wheelhouse
 export PY_COLORS                := 0
 export ANSIBLE_FORCE_COLOR      := 0
 
 host-packages:
 	@$(STAGE) host-packages bash -c 'scripts/host_packages.sh 2>&1 | grep -v -e needrestart -e debconf; exit $${PIPESTATUS[0]}'
 
-.PHONY: help test demo fuzz integration host-packages venv docker wheelhouse images collection lint sanity unit molecule molecule-all build clean
+.PHONY: help test demo fuzz integration host-packages venv docker wheelhouse images collection lint sanity unit molecule molecule-dev molecule-destroy molecule-all bench-zero-downtime build clean
 
 help:
-	@sed -n '2,5p' Makefile
+	@sed -n '2,6p' Makefile
 
 ## The project's test command (what .ci/run calls).
 test:
@@ -43,10 +45,8 @@ test:
 demo:
 	@scripts/demo.sh
 
-venv: $(VENV)/.installed
-$(VENV)/.installed: requirements-dev.txt
-	@$(STAGE) venv bash -c '$(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v "is ignored: it is neither" ; exit $${PIPESTATUS[0]}'
-	@touch $@
+venv:
+	@$(STAGE) venv env PYTHON=$(PYTHON) scripts/venv.sh
 
 docker:
 	@$(STAGE) docker scripts/ensure_docker.sh
@@ -63,13 +63,13 @@ collection:
 	@ln -sfn $(CURDIR) $(COLLECTION_LINK)
 
 lint: venv collection
-	@$(STAGE) lint ansible-lint --profile production
+	@$(STAGE) lint bash -c 'ansible-lint --profile production && antsibull-changelog lint'
 
 sanity: venv collection
 	@$(STAGE) sanity scripts/sanity.sh
 
 unit: venv collection
-	@$(STAGE) unit bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE --hypothesis-profile=ci tests/unit'
+	@$(STAGE) unit bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE --hypothesis-profile=ci $(or $(ARGS),tests/unit)'
 
 ## Random-input tests with fresh examples (not part of make test: its runs must be reproducible).
 fuzz: venv collection
@@ -77,15 +77,28 @@ fuzz: venv collection
 
 ## Tests against real services started on the host (PostgreSQL, Redis, moto, ansible-runner).
 integration: venv collection
-	@$(STAGE) integration bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE tests/integration'
+	@$(STAGE) integration bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE $(or $(ARGS),tests/integration)'
 
-## One scenario: make molecule SCENARIO=victor_deploy
+## One scenario: make molecule SCENARIO=victor_health
 molecule: venv collection
 	@test -n "$(SCENARIO)" || { echo "usage: make molecule SCENARIO=<one of: $(SCENARIOS)>" >&2; exit 2; }
 	@$(STAGE) "molecule $(SCENARIO)" molecule test -s $(SCENARIO)
 
+## Iterate on one scenario: converge + verify, the container stays (make molecule-destroy SCENARIO=... ends it).
+molecule-dev: venv collection
+	@test -n "$(SCENARIO)" || { echo "usage: make molecule-dev SCENARIO=<one of: $(SCENARIOS)>" >&2; exit 2; }
+	molecule converge -s $(SCENARIO) && molecule verify -s $(SCENARIO)
+
+molecule-destroy: venv collection
+	@test -n "$(SCENARIO)" || { echo "usage: make molecule-destroy SCENARIO=<name>" >&2; exit 2; }
+	molecule destroy -s $(SCENARIO)
+
 molecule-all: venv collection
 	@rc=0; for s in $(SCENARIOS); do $(STAGE) "molecule $$s" molecule test -s $$s || rc=1; done; exit $$rc
+
+## Benchmark: the rolling deploy and the naive (no drain) baseline under the same load through nginx.
+bench-zero-downtime: venv collection
+	VICTOR_OPS_BENCH_NAIVE=1 molecule test -s victor_nginx_lb
 
 build: venv
 	ansible-galaxy collection build --force --output-path .cache/dist

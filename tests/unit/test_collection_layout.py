@@ -1,4 +1,5 @@
 """Collection-level promises that users and ansible-doc rely on."""
+import re
 from pathlib import Path
 
 import yaml
@@ -55,3 +56,31 @@ def test_role_defaults_are_declared_in_argument_specs():
         defaults = yaml.safe_load(defaults_file.read_text(encoding="utf-8")) or {}
         specs = _yaml(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
         assert sorted(set(defaults) - set(specs)) == [], role.name
+
+
+def _fqcn_collections_used():
+    """Collections named by FQCN in roles, playbooks and molecule (module calls, lookups, filters)."""
+    # a module key (`community.docker.docker_container:`), or a quoted / piped plugin name
+    pattern = re.compile(r'''(?:^\s*-?\s*|['"(|]\s*)([a-z_]+\.[a-z_]+)\.[a-z0-9_]+\b''', re.MULTILINE)
+    found = set()
+    for path in list((ROOT / 'roles').rglob('*.yml')) + list((ROOT / 'playbooks').rglob('*.yml')):
+        for namespace_name in pattern.findall(path.read_text(encoding='utf-8')):
+            if namespace_name.split('.')[0] in ('community', 'kubernetes', 'awx', 'amazon', 'ansible'):
+                found.add(namespace_name)
+    return found - {'ansible.builtin', 'ansible.legacy'}
+
+
+def test_galaxy_dependencies_cover_every_collection_the_content_uses():
+    galaxy = yaml.safe_load((ROOT / 'galaxy.yml').read_text(encoding='utf-8'))
+    declared = set(galaxy['dependencies'])
+    missing = _fqcn_collections_used() - declared
+    assert not missing, 'used by FQCN but not in galaxy.yml dependencies: %s' % sorted(missing)
+
+
+def test_requirements_yml_and_execution_environment_list_the_galaxy_dependencies():
+    galaxy = set(yaml.safe_load((ROOT / 'galaxy.yml').read_text(encoding='utf-8'))['dependencies'])
+    requirements = {c['name'] for c in yaml.safe_load((ROOT / 'requirements.yml').read_text(encoding='utf-8'))['collections']}
+    ee = yaml.safe_load((ROOT / 'execution-environment.yml').read_text(encoding='utf-8'))
+    ee_collections = {c['name'] for c in ee['dependencies']['galaxy']['collections']}
+    assert requirements == galaxy
+    assert ee_collections == galaxy

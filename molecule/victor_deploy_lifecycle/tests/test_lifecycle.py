@@ -52,3 +52,13 @@ def test_env_file_is_private(host):
     env = host.file("/etc/victor/victor.env")
     assert env.mode == 0o600
     assert env.user == "root"
+
+
+def test_service_enabled_and_state_private_to_victor(host):
+    # Carried over from the single-deploy scenario this one replaces.
+    assert host.service("victor-api").is_enabled
+    assert host.file("/opt/victor/releases/0.9.5/.victor-release").content_string.strip() == "0.9.5"
+    state = host.file("/var/lib/victor/.victor")
+    assert state.is_directory
+    assert state.user == "victor"
+    assert host.file("/var/lib/victor").mode == 0o750

@@ -1,0 +1,51 @@
+"""The built collection installs into an empty collections path, its galaxy.yml dependencies
+resolved offline from the collections the PyPI `ansible` package bundles (Galaxy is not reachable)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ansible
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# the ansible package's own collections (not this checkout's .cache/collections, also on sys.path)
+BUNDLED = str(Path(ansible.__file__).resolve().parents[1])
+BIN = Path(sys.executable).parent  # the venv's bin: ansible-galaxy and ansible-doc are beside python
+
+
+def _run(args, collections_path):
+    # only the paths given: no implicit scan of sys.path (where the bundled collections also are)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH='false',
+               ANSIBLE_NOCOLOR='1')
+    return subprocess.run([str(BIN / args[0])] + args[1:], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+@pytest.fixture(scope='module')
+def tarball(tmp_path_factory):
+    out = tmp_path_factory.mktemp('dist')
+    built = _run(['ansible-galaxy', 'collection', 'build', '--output-path', str(out), '.'], BUNDLED)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (path,) = out.glob('victor-ops-*.tar.gz')
+    return path
+
+
+def test_install_resolves_dependencies_from_the_bundled_collections(tarball, tmp_path):
+    target = tmp_path / 'collections'
+    installed = _run(['ansible-galaxy', 'collection', 'install', '--offline', '-p', str(target), str(tarball)],
+                     '%s:%s' % (target, BUNDLED))
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    for dependency in ('community.docker', 'community.postgresql', 'kubernetes.core', 'awx.awx'):
+        assert "'%s:" % dependency in installed.stdout and 'already installed' in installed.stdout, installed.stdout
+    assert sorted(p.name for p in (target / 'ansible_collections').iterdir()) == ['victor']
+    doc = _run(['ansible-doc', 'victor.ops.victor_backup'], '%s:%s' % (target, BUNDLED))
+    assert doc.returncode == 0 and 'victor_backup' in doc.stdout, doc.stderr
+
+
+def test_install_without_the_dependencies_fails_naming_them(tarball, tmp_path):
+    target = tmp_path / 'collections'
+    installed = _run(['ansible-galaxy', 'collection', 'install', '--offline', '-p', str(target), str(tarball)],
+                     str(target))
+    assert installed.returncode != 0
+    assert 'community.docker' in installed.stdout + installed.stderr
