@@ -267,6 +267,7 @@ def url_problem(url):
 # --------------------------------------------------------------------------- HTTP and TLS
 
 _CONTEXTS = {}
+_CONTEXTS_LOCK = threading.Lock()
 Answer = collections.namedtuple('Answer', 'code body elapsed_ms error content_type')
 
 
@@ -290,11 +291,15 @@ def _ssl_context(validate_certs, ca_path):
 
 
 def _shared_context(validate_certs, ca_path):
-    """One SSL context per setting: loading a CA store costs ~10 ms, so fleets share it (contexts are thread-safe)."""
+    """One SSL context per setting: loading a CA store costs ~10 ms, so fleets share it (contexts are thread-safe).
+
+    The lock keeps a fleet's first hundred threads from each loading the store at once.
+    """
     key = (bool(validate_certs), ca_path)
-    if key not in _CONTEXTS:
-        _CONTEXTS[key] = _ssl_context(validate_certs, ca_path)
-    return _CONTEXTS[key]
+    with _CONTEXTS_LOCK:
+        if key not in _CONTEXTS:
+            _CONTEXTS[key] = _ssl_context(validate_certs, ca_path)
+        return _CONTEXTS[key]
 
 
 def join_url(base, path):
@@ -378,12 +383,15 @@ class _DeadlineHTTPHandler(HTTPHandler):
 
 
 class _DeadlineHTTPSHandler(HTTPSHandler):
-    def __init__(self, deadline, context):
-        HTTPSHandler.__init__(self, context=context)
+    def __init__(self, deadline, validate_certs, ca_path):
+        HTTPSHandler.__init__(self)
         self.deadline = deadline
+        self.tls = (validate_certs, ca_path)
 
     def https_open(self, req):
-        return self.do_open(_deadline_connection(http.client.HTTPSConnection, self.deadline), req, context=self._context)
+        # the context only when an https URL is met: plain-http fleets never load a CA store
+        return self.do_open(_deadline_connection(http.client.HTTPSConnection, self.deadline), req,
+                            context=_shared_context(*self.tls))
 
 
 class RedirectRefused(URLError):
@@ -430,7 +438,7 @@ def http_get(url, headers=None, timeout=10.0, validate_certs=True, ca_path=None,
     deadline = Deadline(timeout)
     try:
         with deadline:
-            handlers = [_DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline, _shared_context(validate_certs, ca_path)),
+            handlers = [_DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline, validate_certs, ca_path),
                         _SafeRedirectHandler()]
             if not use_proxy:
                 handlers.append(ProxyHandler({}))
