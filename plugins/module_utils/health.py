@@ -975,8 +975,8 @@ def check_fleet(endpoints, http=None, tls=None, max_workers=50, fetch=http_get):
                                     endpoint.get('expected_version') or default_version, tls, fetch)
         except Exception as exc:  # pylint: disable=broad-except
             # whatever one endpoint answers, the other endpoints' results still come back
-            checks = [result('http', CRIT, None, None, redact('checking %s failed: %s: %s' % (url, type(exc).__name__, exc),
-                                                                options['headers'].values()))]
+            message = redact('checking %s failed: %s: %s' % (url, type(exc).__name__, exc), options['headers'].values())
+            checks = [result('http', CRIT, None, None, message)]
         return {'name': endpoint.get('name') or url, 'url': url, 'status': verdict(checks), 'checks': checks}
 
     if not endpoints:

@@ -248,9 +248,11 @@ _valid_sections = dict(
     http=_merged(
         st.fixed_dictionaries({'url': _loopback_urls}, optional={
             # valid header values and tokens have no line breaks or control characters (issue 13: they leaked in errors)
-            'paths': _url_paths, 'headers': st.dictionaries(st.sampled_from(['Accept', 'X-Request-Id']),
-                                                            st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=5), max_size=2),
-            'bearer_token': st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=8), 'expected_status': st.lists(st.integers(100, 599), max_size=2),
+            'paths': _url_paths,
+            'headers': st.dictionaries(st.sampled_from(['Accept', 'X-Request-Id']),
+                                       st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=5), max_size=2),
+            'bearer_token': st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=8),
+            'expected_status': st.lists(st.integers(100, 599), max_size=2),
             'expected_version': st.sampled_from(['0.9.5', '0.9.4', '']), 'validate_certs': st.booleans(),
             'ca_path': st.just('/etc/ssl/certs/ca-certificates.crt'), 'use_proxy': st.booleans()}),
         _pair(('latency_warn_ms', 'latency_crit_ms'), st.floats(0, 5000, allow_nan=False))),
