@@ -32,7 +32,9 @@ options:
     description: S3 region.
     type: str
   s3_endpoint_url:
-    description: S3 endpoint URL for S3-compatible stores (MinIO, Ceph, ...).
+    description:
+      - S3 endpoint URL for S3-compatible stores (MinIO, Ceph, ...), V(http://) or V(https://) with a host.
+      - Not logged. C(user:password@) in it is refused; give O(s3_access_key) and O(s3_secret_key).
     type: str
   s3_access_key:
     description: Access key id; boto3's usual credential chain is used when unset.
@@ -72,6 +74,13 @@ options:
     description: Verify the TLS certificate of the S3 endpoint.
     type: bool
     default: true
+  s3_timeout:
+    description:
+      - Longest wait in seconds for an S3 endpoint that does not answer one request, retries included
+        (3 tries of a third each, plus a few seconds of backoff); greater than 0, at most 3600.
+      - It bounds waiting for an answer, not the duration of a transfer that is making progress.
+    type: float
+    default: 60.0
 requirements:
   - boto3 (Debian package C(python3-boto3)) for O(storage=s3)
 """

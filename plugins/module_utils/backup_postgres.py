@@ -7,8 +7,8 @@ The connection comes as a URL (``postgresql://user:password@host:port/dbname?ssl
 It is never put on a command line: pg_dump and pg_restore get PGHOST, PGPORT, PGUSER,
 PGDATABASE and friends in their environment, and the password in a PGPASSFILE written
 0600 in a private (0700) temporary directory that is removed when the program exits.
-Error messages name the database as ``postgresql://user@host:port/dbname`` and have the
-password masked out, whatever libpq prints.
+Error messages name the database as ``postgresql://user@host:port/dbname`` and go through
+redact.redact(), whatever libpq or the URL parser prints.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - Python 2 is not supported by this coll
     from urllib import unquote  # pylint: disable=import-error,no-name-in-module
 
 from ansible_collections.victor.ops.plugins.module_utils.backup import BackupError
+from ansible_collections.victor.ops.plugins.module_utils.redact import redact, url_error
 
 # URL query parameters -> libpq environment variables.
 QUERY_ENV = {
@@ -40,7 +41,6 @@ SCRUBBED_ENV = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGPAS
                 "PGSERVICEFILE", "PGOPTIONS", "PGSSLMODE")
 DUMP_DIR = ".victor-backup-postgres"
 DUMP_SUFFIX = ".pgdump"
-MASK = "********"
 
 
 class PostgresSource:
@@ -59,7 +59,7 @@ class PostgresSource:
             parts = urlsplit(url or "")
             port = parts.port
         except ValueError as exc:
-            raise BackupError("postgres_url is not a valid URL: %s" % _mask(str(exc), url))
+            raise BackupError(url_error("postgres_url", url, exc))
         if parts.scheme not in ("postgresql", "postgres"):
             raise BackupError("postgres_url must start with postgresql:// (e.g. postgresql://victor@127.0.0.1:5432/victor)")
         self.user = unquote(parts.username) if parts.username else None
@@ -82,6 +82,9 @@ class PostgresSource:
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key not in QUERY_ENV:
                 raise BackupError("postgres_url parameter %r is not supported (supported: %s)" % (key, ", ".join(sorted(QUERY_ENV))))
+            if key == "connect_timeout" and not (value.strip().isdigit() and int(value) > 0):
+                # libpq waits forever with 0 (and with negatives)
+                raise BackupError("postgres_url connect_timeout must be a whole number of seconds greater than 0")
             env[QUERY_ENV[key]] = value
             if key == "host":
                 self.host = value
@@ -99,7 +102,7 @@ class PostgresSource:
         return "postgresql://%s%s%s/%s" % (user, host, port, self.database)
 
     def mask(self, text):
-        return _mask(text, self.password)
+        return redact(text, [self.password])
 
     def run(self, argv, private_dir):
         """Run a libpq program with the connection in its environment and the password in a PGPASSFILE."""
@@ -144,12 +147,6 @@ class PostgresSource:
         if rc != 0:
             raise BackupError("pg_restore into %s failed (exit %s; it ran in one transaction, so the database is unchanged): %s"
                               % (self.describe(), rc, _first_lines(err)))
-
-
-def _mask(text, secret):
-    if secret and text:
-        text = text.replace(secret, MASK)
-    return text
 
 
 def _first_lines(text, count=5):

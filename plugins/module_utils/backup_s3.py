@@ -17,12 +17,16 @@ __metaclass__ = type
 import datetime
 import hashlib
 import json
+import math
 import os
 import uuid
+
+from urllib.parse import urlsplit
 
 from ansible_collections.victor.ops.plugins.module_utils.backup import (
     BackupError, CHUNK, MANIFEST_SUFFIX, LocalStore,
 )
+from ansible_collections.victor.ops.plugins.module_utils.redact import redact, url_error, url_has_credentials
 
 try:
     import boto3
@@ -38,7 +42,9 @@ except ImportError as _exc:  # pragma: no cover - reported by the module
 
 STORAGE_DEFAULTS = {"storage": "local", "repository": "/var/backups/victor", "s3_prefix": "victor-backups",
                     "s3_multipart_threshold": 64 * 1024 * 1024, "s3_multipart_chunksize": 16 * 1024 * 1024,
-                    "s3_validate_certs": True}
+                    "s3_validate_certs": True, "s3_timeout": 60.0}
+S3_ATTEMPTS = 3  # tries per request; each waits at most s3_timeout / S3_ATTEMPTS for the endpoint
+MAX_S3_TIMEOUT = 3600.0
 
 
 def storage_argument_spec():
@@ -49,7 +55,8 @@ def storage_argument_spec():
         s3_bucket=dict(type="str"),
         s3_prefix=dict(type="str", default=STORAGE_DEFAULTS["s3_prefix"]),
         s3_region=dict(type="str"),
-        s3_endpoint_url=dict(type="str"),
+        # no_log: an endpoint URL is where user:password@ gets pasted (it is refused, and must not be echoed)
+        s3_endpoint_url=dict(type="str", no_log=True),
         s3_access_key=dict(type="str", no_log=True),
         s3_secret_key=dict(type="str", no_log=True),
         s3_session_token=dict(type="str", no_log=True),
@@ -60,7 +67,29 @@ def storage_argument_spec():
         s3_request_checksum_calculation=dict(type="str", choices=["when_supported", "when_required"]),
         s3_response_checksum_validation=dict(type="str", choices=["when_supported", "when_required"]),
         s3_validate_certs=dict(type="bool", default=True),
+        s3_timeout=dict(type="float", default=STORAGE_DEFAULTS["s3_timeout"]),
     )
+
+
+def endpoint_problem(url):
+    """Why s3_endpoint_url is unusable (credentials in it, not http(s), no host), or None; never quotes a password."""
+    if url_has_credentials(url):
+        return ("s3_endpoint_url must not hold user:password@ (it would be echoed and logged): "
+                "give the credentials as s3_access_key and s3_secret_key")
+    try:
+        parts = urlsplit(url)
+        parts.port  # pylint: disable=pointless-statement
+    except ValueError as exc:
+        return url_error("s3_endpoint_url", url, exc)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "s3_endpoint_url must be an http:// or https:// URL with a host (got %r)" % url
+    return None
+
+
+def timeout_problem(timeout):
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and 0 < timeout <= MAX_S3_TIMEOUT):
+        return "s3_timeout must be greater than 0 and at most %d seconds (got %s)" % (MAX_S3_TIMEOUT, timeout)
+    return None
 
 
 def make_store(params, spool_dir):
@@ -71,13 +100,16 @@ def make_store(params, spool_dir):
         return LocalStore(cfg["repository"])
     if not cfg.get("s3_bucket"):
         raise BackupError("storage=s3 needs s3_bucket")
+    problem = (cfg.get("s3_endpoint_url") and endpoint_problem(cfg["s3_endpoint_url"])) or timeout_problem(cfg["s3_timeout"])
+    if problem:
+        raise BackupError(problem)
     return S3Store(
         cfg["s3_bucket"], prefix=cfg["s3_prefix"], region=cfg.get("s3_region"), endpoint_url=cfg.get("s3_endpoint_url"),
         access_key=cfg.get("s3_access_key"), secret_key=cfg.get("s3_secret_key"), session_token=cfg.get("s3_session_token"),
         sse=cfg.get("s3_sse"), sse_kms_key_id=cfg.get("s3_sse_kms_key_id"), multipart_threshold=cfg["s3_multipart_threshold"],
         multipart_chunksize=cfg["s3_multipart_chunksize"], request_checksum_calculation=cfg.get("s3_request_checksum_calculation"),
         response_checksum_validation=cfg.get("s3_response_checksum_validation"), spool_dir=spool_dir,
-        validate_certs=cfg["s3_validate_certs"])
+        validate_certs=cfg["s3_validate_certs"], timeout=cfg["s3_timeout"])
 
 
 def expected_etag(path, threshold, chunksize):
@@ -116,9 +148,10 @@ class S3Store:
     def __init__(self, bucket, prefix="", region=None, endpoint_url=None, access_key=None, secret_key=None,
                  session_token=None, sse=None, sse_kms_key_id=None, multipart_threshold=64 * 1024 * 1024,
                  multipart_chunksize=16 * 1024 * 1024, request_checksum_calculation=None,
-                 response_checksum_validation=None, spool_dir="/var/tmp", validate_certs=True):
+                 response_checksum_validation=None, spool_dir="/var/tmp", validate_certs=True, timeout=60.0):
         if not HAS_BOTO3:
             raise BackupError("boto3 is required for S3 storage (Debian: apt-get install python3-boto3): %s" % BOTO3_IMPORT_ERROR)
+        self.secrets = [secret_key, session_token]
         self.bucket = bucket
         self.prefix = (prefix or "").strip("/")
         self.sse = sse
@@ -126,7 +159,11 @@ class S3Store:
         self.threshold = int(multipart_threshold)
         self.chunksize = int(multipart_chunksize)
         self.spool_dir = spool_dir
-        config_args = {"retries": {"max_attempts": 5, "mode": "standard"}}
+        # An endpoint that never answers fails after S3_ATTEMPTS waits of timeout / S3_ATTEMPTS each
+        # (plus botocore's backoff of a few seconds), not after botocore's defaults (60 s, 5 retries).
+        wait = max(1.0, float(timeout) / S3_ATTEMPTS)
+        config_args = {"retries": {"total_max_attempts": S3_ATTEMPTS, "mode": "standard"},
+                       "connect_timeout": wait, "read_timeout": wait}
         if request_checksum_calculation:
             config_args["request_checksum_calculation"] = request_checksum_calculation
         if response_checksum_validation:
@@ -148,6 +185,10 @@ class S3Store:
     def describe(self):
         return "s3://%s/%s" % (self.bucket, self.prefix)
 
+    def error(self, text, exc):
+        """A BackupError saying what failed and botocore's reason, with the credentials masked out."""
+        return BackupError(redact("%s: %s" % (text, exc), self.secrets))
+
     def key(self, name):
         return "%s/%s" % (self.prefix, name) if self.prefix else name
 
@@ -163,7 +204,7 @@ class S3Store:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError) as exc:
-            raise BackupError("S3 bucket %s is not reachable: %s" % (self.bucket, exc))
+            raise self.error("S3 bucket %s is not reachable" % self.bucket, exc)
 
     def open_writer(self, name):
         os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
@@ -184,7 +225,7 @@ class S3Store:
                 self.client.upload_file(tmp, self.bucket, key, ExtraArgs=extra, Config=self.transfer)
                 head = self.client.head_object(Bucket=self.bucket, Key=key)
             except (BotoCoreError, ClientError) as exc:
-                raise BackupError("upload of %s to %s failed: %s" % (name, self.describe(), exc))
+                raise self.error("upload of %s to %s failed" % (name, self.describe()), exc)
             if head["ContentLength"] != size:
                 raise BackupError("uploaded object %s has %d bytes, expected %d" % (key, head["ContentLength"], size))
             if head.get("Metadata", {}).get("sha256") != sha256:
@@ -216,7 +257,7 @@ class S3Store:
             self.client.put_object(Bucket=self.bucket, Key=self.key(manifest["id"] + MANIFEST_SUFFIX), Body=body,
                                    ContentType="application/json", **self._extra())
         except (BotoCoreError, ClientError) as exc:
-            raise BackupError("writing the manifest of %s failed: %s" % (manifest["id"], exc))
+            raise self.error("writing the manifest of %s failed" % manifest["id"], exc)
 
     def _keys(self, with_time=False):
         prefix = self.prefix + "/" if self.prefix else ""
@@ -242,21 +283,21 @@ class S3Store:
                 except (ValueError, TypeError) as exc:
                     problems.append("unreadable manifest %s: %s" % (name, exc))
         except (BotoCoreError, ClientError) as exc:
-            raise BackupError("listing %s failed: %s" % (self.describe(), exc))
+            raise self.error("listing %s failed" % self.describe(), exc)
         return result, problems
 
     def open_data(self, manifest):
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self.key(manifest["archive"]["name"]))["Body"]
         except (BotoCoreError, ClientError) as exc:
-            raise BackupError("archive of %s cannot be read: %s" % (manifest["id"], exc))
+            raise self.error("archive of %s cannot be read" % manifest["id"], exc)
 
     def delete(self, manifest):
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.key(manifest["id"] + MANIFEST_SUFFIX))
             self.client.delete_object(Bucket=self.bucket, Key=self.key(manifest["archive"]["name"]))
         except (BotoCoreError, ClientError) as exc:
-            raise BackupError("deleting %s failed: %s" % (manifest["id"], exc))
+            raise self.error("deleting %s failed" % manifest["id"], exc)
 
     def cleanup(self):
         """Archives without a manifest are leftovers of killed runs (uploads are atomic).
@@ -279,5 +320,5 @@ class S3Store:
                         os.unlink(os.path.join(self.spool_dir, name))
                         removed.append(name)
         except (BotoCoreError, ClientError) as exc:
-            raise BackupError("cleaning %s failed: %s" % (self.describe(), exc))
+            raise self.error("cleaning %s failed" % self.describe(), exc)
         return removed

@@ -11,7 +11,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
+
 from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import MaintenanceError, Timer
+from ansible_collections.victor.ops.plugins.module_utils.redact import redact, url_secrets
 
 try:
     import psycopg
@@ -25,6 +28,29 @@ except ImportError as _exc:  # pragma: no cover - depends on the managed node
     PSYCOPG_IMPORT_ERROR = _exc
 
 WRITE_OPERATIONS = ('vacuum', 'analyze', 'reindex', 'clear_locks')
+MAX_CONNECT_TIMEOUT = 3600
+
+
+def option_problems(params):
+    """Problems of the PostgreSQL/Redis options argument_spec cannot express (shared by both engines)."""
+    problems = []
+    timeout = params.get('connect_timeout')
+    if timeout is not None and not 0 < timeout <= MAX_CONNECT_TIMEOUT:
+        # libpq waits forever with 0 (and negatives); Redis would make its socket non-blocking or fail
+        problems.append('connect_timeout must be 1-%d seconds (got %s)' % (MAX_CONNECT_TIMEOUT, timeout))
+    port = params.get('login_port')
+    if port is not None and not 0 < port < 65536:
+        problems.append('login_port must be 1-65535 (got %s)' % port)
+    threshold = params.get('lock_threshold')
+    if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
+        problems.append('lock_threshold must be a number of seconds, 0 or more (got %s)' % threshold)
+    for key in ('min_dead_tuples', 'redis_db'):
+        if (params.get(key) or 0) < 0:
+            problems.append('%s must not be negative (got %s)' % (key, params[key]))
+    for key in ('slow_query_limit', 'scan_count'):
+        if params.get(key) is not None and params[key] < 1:
+            problems.append('%s must be at least 1 (got %s)' % (key, params[key]))
+    return problems
 
 
 def connect(host=None, port=None, user=None, password=None, database=None, conninfo='', connect_timeout=10):
@@ -33,12 +59,13 @@ def connect(host=None, port=None, user=None, password=None, database=None, conni
     for key, value in (('host', host), ('port', port), ('user', user), ('password', password), ('dbname', database)):
         if value not in (None, ''):
             kwargs[key] = value
+    secrets = [password] + url_secrets(conninfo)  # libpq quotes URI tokens (the password too) in its errors
     try:
         return psycopg.connect(conninfo or '', **kwargs)
     except psycopg.ProgrammingError as exc:
-        raise MaintenanceError('invalid PostgreSQL connection string: %s' % _first_line(exc))
+        raise MaintenanceError('invalid PostgreSQL connection string: %s' % redact(_first_line(exc), secrets))
     except psycopg.Error as exc:
-        raise MaintenanceError('cannot connect to PostgreSQL: %s' % _first_line(exc))
+        raise MaintenanceError('cannot connect to PostgreSQL: %s' % redact(_first_line(exc), secrets))
 
 
 def _first_line(exc):

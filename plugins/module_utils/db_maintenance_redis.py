@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import MaintenanceError, Timer
+from ansible_collections.victor.ops.plugins.module_utils.redact import redact
 
 try:
     import redis
@@ -20,13 +21,25 @@ except ImportError as _exc:  # pragma: no cover - depends on the managed node
 
 
 def connect(host='127.0.0.1', port=6379, password=None, db=0, user=None, tls=False, connect_timeout=10):
+    """A client whose every wait (connect, each reply) ends after connect_timeout seconds, without retries.
+
+    redis-py 6+ retries a timed-out command 3 times with backoff by default, which would
+    multiply the wait: a server that accepts and never answers must fail in connect_timeout.
+    """
+    kwargs = {}
+    try:
+        from redis.backoff import NoBackoff  # pylint: disable=import-outside-toplevel
+        from redis.retry import Retry  # pylint: disable=import-outside-toplevel
+        kwargs['retry'] = Retry(NoBackoff(), 0)
+    except ImportError:  # redis-py 3 has no retries to switch off
+        pass
     client = redis.Redis(host=host or '127.0.0.1', port=int(port or 6379), db=int(db), username=user or None,
                          password=password or None, ssl=bool(tls), socket_timeout=float(connect_timeout),
-                         socket_connect_timeout=float(connect_timeout))
+                         socket_connect_timeout=float(connect_timeout), **kwargs)
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise MaintenanceError('cannot connect to Redis at %s:%s: %s' % (host, port, exc))
+        raise MaintenanceError(redact('cannot connect to Redis at %s:%s: %s' % (host, port, exc), [password]))
     return client
 
 
@@ -84,7 +97,7 @@ def run_operations(conn_params, operations, check_mode=False, pattern=None, scan
                 try:
                     result = stats(client) if operation == 'stats' else clear(client, pattern, check_mode, scan_count)
                 except redis.RedisError as exc:
-                    error = MaintenanceError('%s failed: %s' % (operation, exc))
+                    error = MaintenanceError(redact('%s failed: %s' % (operation, exc), [conn_params.get('password')]))
                     error.results = results
                     raise error
             result['duration'] = timer.seconds

@@ -7,27 +7,39 @@ Every check returns one or more results ``{name, status, value, threshold, messa
 ``status`` one of ok, warn, crit, unknown. ``verdict()`` folds results into healthy,
 degraded or unhealthy. Nothing here writes anything; only the standard library is imported
 at module level (psycopg is imported when a PostgreSQL check is asked for).
+
+What an HTTP server answers is not trusted: every request has a total deadline, follows
+redirects only to http(s) and never carries the caller's headers to another origin, reads
+at most MAX_BODY bytes and parses JSON no deeper than MAX_JSON_DEPTH. Every error text that
+may hold a secret goes through redact.redact().
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import collections
 import datetime
+import http.client
 import json
+import math
 import os
 import re
 import socket
 import sqlite3
 import ssl
+import stat
 import tempfile
+import threading
 import time
 
 from concurrent.futures import ThreadPoolExecutor
 
 from urllib.error import HTTPError, URLError
-from urllib.parse import quote, urlsplit
-from urllib.request import HTTPSHandler, ProxyHandler, Request, build_opener
+from urllib.parse import quote, urljoin, urlsplit
+from urllib.request import HTTPHandler, HTTPRedirectHandler, HTTPSHandler, ProxyHandler, Request, build_opener
+
+from ansible_collections.victor.ops.plugins.module_utils.redact import redact, url_has_credentials
 
 OK, WARN, CRIT, UNKNOWN = 'ok', 'warn', 'crit', 'unknown'
 HEALTHY, DEGRADED, UNHEALTHY = 'healthy', 'degraded', 'unhealthy'
@@ -40,6 +52,15 @@ LOG_TIMESTAMP = re.compile(r'^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})')
 PARTIAL_SUFFIXES = ('.partial', '.part', '.tmp', '.incomplete')
 MAX_LINE = 500
 MAX_PID_FILE_BYTES = 64  # a pid is at most 7 digits; more is not a pid file
+PID_MAX = 4194304  # Linux's largest pid_max (2**22)
+MAX_BODY = 1024 * 1024  # bytes of an HTTP answer read; a longer answer is a crit check
+MAX_JSON_DEPTH = 64  # deeper JSON is refused before anything recurses into it
+MAX_REDIRECTS = 5
+MAX_TIMEOUT = 3600.0  # seconds; http.timeout and postgres.connect_timeout
+MAX_WINDOW_MINUTES = 10 * 366 * 24 * 60  # ten years: log.window_minutes beyond is a typo
+# systemd unit names: ASCII letters, digits, ":-_.\\@"; never a leading '-' (it would read as an option)
+UNIT_NAME = re.compile(r'^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]{0,254}$')
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
 
 
 class MissingLibraryError(Exception):
@@ -130,8 +151,34 @@ THRESHOLD_PAIRS = (
 PERCENT_OPTIONS = ('disk', 'memory', 'postgres')
 
 
+def _number_problem(name, value, minimum=None, maximum=None, above=False):
+    """Why a number option is unusable (not finite, below minimum, above maximum), or None."""
+    if value is None:
+        return None
+    if not math.isfinite(value):
+        return '%s must be a finite number (got %s)' % (name, value)
+    if minimum is not None and (value <= minimum if above else value < minimum):
+        return '%s must be %s %s (got %s)' % (name, 'greater than' if above else 'at least', minimum, value)
+    if maximum is not None and value > maximum:
+        return '%s must be at most %s (got %s)' % (name, maximum, value)
+    return None
+
+
+def header_problems(headers, bearer_token=None):
+    """Header names that are not tokens, values with line breaks or control characters; values never shown."""
+    errors = []
+    for name, value in (headers or {}).items():
+        if not HEADER_NAME.match(str(name)):
+            errors.append('http.headers: %r is not a valid header name' % str(name)[:40])
+        elif re.search(r'[\x00-\x08\x0a-\x1f\x7f]', str(value)):
+            errors.append('http.headers: the value of %s holds a line break or control character (value not shown)' % name)
+    if bearer_token is not None and re.search(r'[\x00-\x20\x7f]', str(bearer_token)):
+        errors.append('http.bearer_token holds whitespace, a line break or a control character (value not shown)')
+    return errors
+
+
 def validate_params(params):
-    """Problems with the module parameters that argument_spec cannot express, as messages."""
+    """Problems with the module parameters that argument_spec cannot express, as messages (never quoting a secret)."""
     errors = []
     for option, warn_key, crit_key, direction in THRESHOLD_PAIRS:
         sub = params.get(option)
@@ -139,22 +186,22 @@ def validate_params(params):
             continue
         warn, crit = sub.get(warn_key), sub.get(crit_key)
         for key, value in ((warn_key, warn), (crit_key, crit)):
-            if value is not None and value < 0:
+            if value is None:
+                continue
+            if not math.isfinite(value):
+                errors.append('%s.%s must be a finite number (got %s)' % (option, key, value))
+            elif value < 0:
                 errors.append('%s.%s must not be negative (got %s)' % (option, key, value))
-            if option in PERCENT_OPTIONS and value is not None and value > 100:
+            elif option in PERCENT_OPTIONS and value > 100:
                 errors.append('%s.%s is a percentage, 0-100 (got %s)' % (option, key, value))
-        if warn is None or crit is None:
+        if warn is None or crit is None or not (math.isfinite(warn) and math.isfinite(crit)):
             continue
         if direction == 'above' and warn > crit:
             errors.append('%s.%s (%s) must not be greater than %s.%s (%s)' % (option, warn_key, warn, option, crit_key, crit))
         if direction == 'below' and warn < crit:
             errors.append('%s.%s (%s) must not be smaller than %s.%s (%s)' % (option, warn_key, warn, option, crit_key, crit))
-    for option in ('http', 'fleet'):
-        sub = params.get(option) or {}
-        timeout = sub.get('timeout')
-        if timeout is not None and timeout <= 0:
-            errors.append('%s.timeout must be greater than 0 (got %s)' % (option, timeout))
     http = params.get('http') or {}
+    errors.append(_number_problem('http.timeout', http.get('timeout'), 0, MAX_TIMEOUT, above=True))
     if http.get('url'):
         problem = url_problem(http['url'])
         if problem:
@@ -166,25 +213,43 @@ def validate_params(params):
     for path in http.get('paths') or []:
         if not path.startswith('/'):
             errors.append("http.paths entries must start with '/' (got %r)" % path)
+    errors.extend(header_problems(http.get('headers'), http.get('bearer_token')))
     fleet = params.get('fleet') or {}
     if fleet and (fleet.get('max_workers') or 0) < 1:
         errors.append('fleet.max_workers must be at least 1 (got %s)' % fleet.get('max_workers'))
+    for index, endpoint in enumerate(fleet.get('endpoints') or []):
+        if url_has_credentials(endpoint.get('url')):
+            errors.append('fleet.endpoints[%d].url: %s' % (index, CREDENTIALS_IN_URL))
+    service = params.get('service') or {}
+    if service and service.get('manager', 'systemd') == 'systemd' and not UNIT_NAME.match(service.get('name') or 'victor-api'):
+        errors.append('service.name %r is not a systemd unit name (ASCII letters, digits, ":-_.@" and backslash, not starting with "-")'
+                      % (service.get('name') or '')[:80])
     log = params.get('log') or {}
     if log:
-        if log.get('window_minutes') is not None and log['window_minutes'] <= 0:
-            errors.append('log.window_minutes must be greater than 0 (got %s)' % log['window_minutes'])
-        if log.get('last_lines') is not None and log['last_lines'] <= 0:
-            errors.append('log.last_lines must be greater than 0 (got %s)' % log['last_lines'])
+        errors.append(_number_problem('log.window_minutes', log.get('window_minutes'), 0, MAX_WINDOW_MINUTES, above=True))
+        errors.append(_number_problem('log.last_lines', log.get('last_lines'), 0, above=True))
+        errors.append(_number_problem('log.newest', log.get('newest'), 0))
         for pattern in log.get('patterns') or []:
             try:
                 re.compile(pattern)
             except re.error as exc:
                 errors.append('log.patterns: %r is not a valid regular expression: %s' % (pattern, exc))
-    return errors
+    postgres = params.get('postgres') or {}
+    if postgres:
+        # libpq waits forever with connect_timeout 0 (and treats negatives the same)
+        errors.append(_number_problem('postgres.connect_timeout', postgres.get('connect_timeout'), 0, MAX_TIMEOUT, above=True))
+        errors.append(_number_problem('postgres.port', postgres.get('port'), 1, 65535))
+    return [e for e in errors if e]
+
+
+CREDENTIALS_IN_URL = ("user:password@ in a URL is refused (it would be shown in results and logs): "
+                      "give credentials with http.headers or http.bearer_token")
 
 
 def url_problem(url):
-    """Why a URL cannot be checked, or None when it is a usable http(s) URL."""
+    """Why a URL cannot be checked, or None when it is a usable http(s) URL; never quotes a password."""
+    if url_has_credentials(url):
+        return CREDENTIALS_IN_URL
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -201,7 +266,9 @@ def url_problem(url):
 
 # --------------------------------------------------------------------------- HTTP and TLS
 
-_OPENERS = {}
+_CONTEXTS = {}
+_CONTEXTS_LOCK = threading.Lock()
+Answer = collections.namedtuple('Answer', 'code body elapsed_ms error content_type')
 
 
 def ca_bundle_problem(path):
@@ -223,52 +290,230 @@ def _ssl_context(validate_certs, ca_path):
     return context
 
 
+def _shared_context(validate_certs, ca_path):
+    """One SSL context per setting: loading a CA store costs ~10 ms, so fleets share it (contexts are thread-safe).
+
+    The lock keeps a fleet's first hundred threads from each loading the store at once.
+    """
+    key = (bool(validate_certs), ca_path)
+    with _CONTEXTS_LOCK:
+        if key not in _CONTEXTS:
+            _CONTEXTS[key] = _ssl_context(validate_certs, ca_path)
+        return _CONTEXTS[key]
+
+
 def join_url(base, path):
     """base URL + path, without doubled slashes."""
     return base.rstrip('/') + path if path else base
 
 
-def _opener(url, validate_certs, ca_path, use_proxy):
-    """One urllib opener per TLS/proxy setting: loading a CA store costs ~10 ms, so fleets share it."""
-    https = url[:6].lower() == 'https:'
-    key = (https, bool(validate_certs), ca_path, bool(use_proxy))
-    opener = _OPENERS.get(key)
-    if opener is None:
-        handlers = [HTTPSHandler(context=_ssl_context(validate_certs, ca_path))] if https else []
-        if not use_proxy:
-            handlers.append(ProxyHandler({}))
-        opener = _OPENERS[key] = build_opener(*handlers)
-    return opener
+class Deadline:
+    """A total time limit for one request and its redirects.
+
+    Socket timeouts bound each wait, not the sum: a server sending a byte every half second
+    never trips them. A timer shuts the request's sockets down when the time is up, which
+    ends any read in progress; ``expired`` then says why the answer is missing or cut.
+    """
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self.expired = False
+        self._sockets = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+
+    def remaining(self):
+        left = self.end - time.monotonic()
+        if left <= 0 or self.expired:
+            self.expired = True
+            raise socket.timeout('deadline passed')
+        return left
+
+    def register(self, sock):
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                self._shutdown(sock)
+        return sock
+
+    def _expire(self):
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock):
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, also under an SSLSocket
+        except OSError:
+            pass
+
+
+def _deadline_connection(base, deadline):
+    """An http.client connection class whose sockets connect within, and are registered with, the deadline."""
+    class Connection(base):
+        def __init__(self, *args, **kwargs):
+            kwargs['timeout'] = deadline.remaining()
+            super(Connection, self).__init__(*args, **kwargs)
+            create = self._create_connection
+
+            def create_connection(address, timeout=None, source_address=None):
+                return deadline.register(create(address, min(timeout or deadline.seconds, deadline.remaining()), source_address))
+            self._create_connection = create_connection
+    return Connection
+
+
+class _DeadlineHTTPHandler(HTTPHandler):
+    def __init__(self, deadline):
+        HTTPHandler.__init__(self)
+        self.deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_deadline_connection(http.client.HTTPConnection, self.deadline), req)
+
+
+class _DeadlineHTTPSHandler(HTTPSHandler):
+    def __init__(self, deadline, validate_certs, ca_path):
+        HTTPSHandler.__init__(self)
+        self.deadline = deadline
+        self.tls = (validate_certs, ca_path)
+
+    def https_open(self, req):
+        # the context only when an https URL is met: plain-http fleets never load a CA store
+        return self.do_open(_deadline_connection(http.client.HTTPSConnection, self.deadline), req,
+                            context=_shared_context(*self.tls))
+
+
+class RedirectRefused(URLError):
+    """A redirect to a scheme other than http(s)."""
+
+
+def origin(url):
+    """(scheme, host, port) of a URL, the unit a credential belongs to."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or '').lower(), parts.port or {'http': 80, 'https': 443}.get(scheme)
+
+
+class _SafeRedirectHandler(HTTPRedirectHandler):
+    """Follows redirects to http(s) only; the caller's headers (tokens, API keys) never leave their origin."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        location = headers.get('location') or headers.get('uri')
+        scheme = urlsplit(urljoin(req.full_url, location)).scheme.lower() if location else 'http'
+        if scheme not in ('http', 'https'):
+            fp.close()
+            raise RedirectRefused('redirected (%s) to a %s URL; only http and https redirects are followed' % (code, scheme))
+        return HTTPRedirectHandler.http_error_302(self, req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = HTTPRedirectHandler.redirect_request(self, req, fp, code, msg, headers, newurl)
+        if new is not None and origin(newurl) != origin(req.full_url):
+            new.headers.clear()  # Authorization, X-Api-Key and every other header the caller gave
+        return new
 
 
 def http_get(url, headers=None, timeout=10.0, validate_certs=True, ca_path=None, use_proxy=True):
-    """GET url; returns (status code or None, body text, elapsed ms, error message or None)."""
+    """GET url within timeout seconds in total; an Answer (code, body, elapsed ms, error or None, content type)."""
     start = time.monotonic()
+    secrets = list((headers or {}).values())
+
+    def failed(message):
+        return Answer(None, '', (time.monotonic() - start) * 1000.0, redact(message, secrets), '')
+
+    deadline = Deadline(timeout)
     try:
-        opener = _opener(url, validate_certs, ca_path, use_proxy)
-        request = Request(url, headers=dict(headers or {}), method='GET')
-        response = opener.open(request, timeout=timeout)
-        try:
-            body = response.read(1024 * 1024)
+        with deadline:
+            handlers = [_DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline, validate_certs, ca_path),
+                        _SafeRedirectHandler()]
+            if not use_proxy:
+                handlers.append(ProxyHandler({}))
+            opener = build_opener(*handlers)
+            try:
+                response = opener.open(Request(url, headers=dict(headers or {}), method='GET'), timeout=deadline.remaining())
+            except HTTPError as exc:
+                response = exc  # an error status is an answer too; its body is read the same bounded way
             code = response.getcode()
-        finally:
-            response.close()
-        return code, body.decode('utf-8', 'replace'), (time.monotonic() - start) * 1000.0, None
-    except HTTPError as exc:
-        try:
-            body = exc.read(1024 * 1024).decode('utf-8', 'replace')
-        except Exception:  # pylint: disable=broad-except
-            body = ''
-        return exc.code, body, (time.monotonic() - start) * 1000.0, None
-    except URLError as exc:
-        return None, '', (time.monotonic() - start) * 1000.0, 'cannot reach %s: %s' % (url, exc.reason)
+            content_type = response.headers.get('Content-Type', '') if response.headers is not None else ''
+            if getattr(response, 'fp', None) is None:
+                body = b''
+            else:
+                try:
+                    body = response.read(MAX_BODY + 1)
+                finally:
+                    response.close()
+            if deadline.expired:
+                raise socket.timeout('deadline passed')
+    except RedirectRefused as exc:
+        return failed('GET %s was %s' % (url, exc.reason))
     except (socket.timeout, TimeoutError):
-        return None, '', (time.monotonic() - start) * 1000.0, 'no answer from %s within %ss' % (url, timeout)
-    except (OSError, ValueError, ssl.SSLError) as exc:
-        return None, '', (time.monotonic() - start) * 1000.0, 'request to %s failed: %s' % (url, exc)
+        return failed('no answer from %s within %ss' % (url, timeout))
+    except URLError as exc:
+        if isinstance(exc.reason, (socket.timeout, TimeoutError)) or deadline.expired:
+            return failed('no answer from %s within %ss' % (url, timeout))
+        return failed('cannot reach %s: %s' % (url, exc.reason))
     except Exception as exc:  # pylint: disable=broad-except
         # http.client raises assorted exceptions (BadStatusLine, InvalidURL ...) on broken peers.
-        return None, '', (time.monotonic() - start) * 1000.0, 'request to %s failed: %s: %s' % (url, type(exc).__name__, exc)
+        if deadline.expired:
+            return failed('no answer from %s within %ss' % (url, timeout))
+        return failed('request to %s failed: %s: %s' % (url, type(exc).__name__, exc))
+    elapsed = (time.monotonic() - start) * 1000.0
+    if len(body) > MAX_BODY:
+        return Answer(code, '', elapsed, 'answer of %s is larger than %d bytes' % (url, MAX_BODY), content_type)
+    return Answer(code, body.decode('utf-8', 'replace'), elapsed, None, content_type)
+
+
+def json_depth_exceeds(document, limit=MAX_JSON_DEPTH):
+    """Whether parsed JSON nests deeper than limit (checked without recursion)."""
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return False
+
+
+def parse_json(body):
+    """(document, problem): the JSON answer, or why it is not usable (invalid, nested too deep)."""
+    if not body or not body.strip():
+        return None, 'an empty body'
+    try:
+        document = json.loads(body)
+    except RecursionError:
+        return None, 'JSON nested too deeply'
+    except ValueError as exc:
+        return None, 'invalid JSON (%s)' % exc
+    if json_depth_exceeds(document):
+        return None, 'JSON nested deeper than %d levels' % MAX_JSON_DEPTH
+    return document, None
+
+
+def _json_expected(path, content_type):
+    """Victor's /health always answers JSON; other paths when their Content-Type says so."""
+    media = (content_type or '').split(';')[0].strip().lower()
+    return media == 'application/json' or media.endswith('+json') or is_health_path(path)
+
+
+def is_health_path(path):
+    return (path or '').split('?')[0].rstrip('/').endswith('/health')
 
 
 def _word_status(word):
@@ -290,26 +535,28 @@ def check_http(base_url, path='/health', headers=None, timeout=10.0, validate_ce
     problem = url_problem(url)
     if problem:
         return [result('http:%s' % label, CRIT, None, expected_status, problem)]
-    code, body, elapsed, error = fetch(url, headers=headers, timeout=timeout, validate_certs=validate_certs,
-                                       ca_path=ca_path, use_proxy=use_proxy)
+    answer = fetch(url, headers=headers, timeout=timeout, validate_certs=validate_certs, ca_path=ca_path, use_proxy=use_proxy)
+    code, body, elapsed, error = answer.code, answer.body, answer.elapsed_ms, answer.error
     latency_threshold = {'warn': latency_warn_ms, 'crit': latency_crit_ms}
     if error:
         return [result('http:%s' % label, CRIT, None, expected_status, error),
                 result('latency:%s' % label, UNKNOWN, None, latency_threshold, 'no response to time')]
     results = []
-    document = None
-    try:
-        document = json.loads(body) if body else None
-    except ValueError:
-        document = None
+    document, json_problem = parse_json(body)
     if code not in expected_status:
         detail = ' '.join(body.split())[:200]
         results.append(result('http:%s' % label, CRIT, code, expected_status,
                               'GET %s answered %s, expected %s%s' % (url, code, expected_status, (': ' + detail) if detail else '')))
+    elif json_problem and _json_expected(path, answer.content_type):
+        results.append(result('http:%s' % label, CRIT, code, expected_status,
+                              'GET %s answered %s with %s where JSON was expected' % (url, code, json_problem)))
     elif isinstance(document, dict) and 'status' in document:
         word_status = _word_status(document['status'])
         results.append(result('http:%s' % label, word_status, code, expected_status,
                               'GET %s answered %s with status %r' % (url, code, document['status'])))
+    elif is_health_path(path):
+        results.append(result('http:%s' % label, CRIT, code, expected_status,
+                              'GET %s answered %s without a JSON status field' % (url, code)))
     else:
         results.append(result('http:%s' % label, OK, code, expected_status, 'GET %s answered %s' % (url, code)))
     elapsed = round(elapsed, 1)
@@ -355,9 +602,10 @@ def check_tls(url, warn_days=30, crit_days=7, timeout=10.0, validate_certs=True,
     host, port = parts.hostname, parts.port or 443
     name = 'tls:%s:%s' % (host, port)
     threshold = {'warn_days': warn_days, 'crit_days': crit_days}
+    deadline = Deadline(timeout)
     try:
-        context = _ssl_context(validate_certs, ca_path)
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        context = _shared_context(validate_certs, ca_path)
+        with deadline, deadline.register(socket.create_connection((host, port), timeout=timeout)) as sock:
             with context.wrap_socket(sock, server_hostname=host) as tls:
                 not_after = tls.getpeercert().get('notAfter') if validate_certs else None
                 if not not_after:
@@ -366,6 +614,8 @@ def check_tls(url, warn_days=30, crit_days=7, timeout=10.0, validate_certs=True,
     except ssl.SSLCertVerificationError as exc:
         return result(name, CRIT, None, threshold, 'certificate of %s:%s is not trusted: %s' % (host, port, exc.verify_message or exc))
     except (OSError, ssl.SSLError, ValueError) as exc:
+        if deadline.expired:
+            return result(name, CRIT, None, threshold, 'no TLS handshake with %s:%s within %ss' % (host, port, timeout))
         return result(name, CRIT, None, threshold, 'TLS handshake with %s:%s failed: %s' % (host, port, exc))
     if not not_after:
         return result(name, UNKNOWN, None, threshold, 'no certificate expiry date from %s:%s' % (host, port))
@@ -377,6 +627,22 @@ def check_tls(url, warn_days=30, crit_days=7, timeout=10.0, validate_certs=True,
 
 # --------------------------------------------------------------------------- service
 
+def read_pid_file(path):
+    """The pid in a pid file; ValueError (saying why) when it holds none. Never blocks on a FIFO or device."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError('is not a regular file')
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_NOCTTY', 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between stat and open
+            raise ValueError('is not a regular file')
+        text = os.read(fd, MAX_PID_FILE_BYTES + 1).decode('ascii', 'replace').strip()
+    finally:
+        os.close(fd)
+    if not text.isdigit() or len(text) > len(str(PID_MAX)) or not 0 < int(text) <= PID_MAX:
+        raise ValueError('holds no pid')
+    return int(text)
+
+
 def check_service(name='victor-api', manager='systemd', pid_file=None, run_command=None, systemctl=None):
     """The unit is active (systemd) or the pid in pid_file is alive (process)."""
     if manager == 'process':
@@ -384,16 +650,13 @@ def check_service(name='victor-api', manager='systemd', pid_file=None, run_comma
         if not pid_file:
             return result(label, UNKNOWN, None, 'running', 'service.pid_file is needed with manager=process')
         try:
-            with open(pid_file) as stream:
-                pid = int(stream.read(MAX_PID_FILE_BYTES).strip() or '0')  # bounded: pid_file may be a device
+            pid = read_pid_file(pid_file)
         except FileNotFoundError:
             return result(label, CRIT, 'stopped', 'running', 'pid file %s does not exist' % pid_file)
-        except ValueError:
-            return result(label, CRIT, 'stopped', 'running', 'pid file %s holds no pid' % pid_file)
+        except ValueError as exc:
+            return result(label, CRIT, 'stopped', 'running', 'pid file %s %s' % (pid_file, exc))
         except OSError as exc:
-            return result(label, UNKNOWN, None, 'running', 'cannot read pid file %s: %s' % (pid_file, exc.strerror))
-        if pid <= 0:
-            return result(label, CRIT, 'stopped', 'running', 'pid file %s holds no pid' % pid_file)
+            return result(label, UNKNOWN, None, 'running', 'cannot read pid file %s: %s' % (pid_file, exc.strerror or exc))
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -404,7 +667,9 @@ def check_service(name='victor-api', manager='systemd', pid_file=None, run_comma
     label = 'service:%s' % name
     if not systemctl or run_command is None:
         return result(label, UNKNOWN, None, 'active', 'systemctl not found; is systemd the service manager?')
-    rc, out, err = run_command([systemctl, 'is-active', name])
+    if not UNIT_NAME.match(name or ''):
+        return result(label, CRIT, None, 'active', 'service name %r is not a systemd unit name' % (name or '')[:80])
+    rc, out, err = run_command([systemctl, 'is-active', '--', name])  # '--': a name is never read as an option
     state = (out or '').strip().splitlines()[-1] if (out or '').strip() else 'unknown'
     if state == 'active':
         return result(label, OK, state, 'active', 'unit %s is active' % name)
@@ -519,7 +784,10 @@ def check_log(path, window_minutes=None, last_lines=None, patterns=None, warn_co
         scope_text = 'last %d lines' % last_lines
     else:
         window_minutes = window_minutes or 1440
-        since = (now or datetime.datetime.now()) - datetime.timedelta(minutes=window_minutes)
+        try:
+            since = (now or datetime.datetime.now()) - datetime.timedelta(minutes=window_minutes)
+        except OverflowError:  # a window reaching before year 1 covers the whole file
+            since = datetime.datetime.min
         scope = []
         current = None
         for line in lines:
@@ -581,8 +849,31 @@ def check_backup(path, pattern='*', complete_marker=None, warn_age_hours=26, cri
 
 # --------------------------------------------------------------------------- databases
 
+def sqlite_readonly_uri(path):
+    """(URI, note) opening a database without creating or changing any file.
+
+    ``mode=ro`` alone creates ``-shm`` (and ``-wal``) beside a WAL database that has none, and
+    leaves them behind. Those files exist while a connection has the database open; when they
+    do not, nothing else has it open, and ``immutable=1`` reads the main file without any lock
+    or side file. A ``-wal`` left without ``-shm`` (a crashed writer) is not read: reading it
+    means rebuilding ``-shm``; the note says so.
+    """
+    absolute = os.path.abspath(path)
+    uri = 'file:%s?mode=ro' % quote(absolute)
+    with open(absolute, 'rb') as stream:
+        header = stream.read(20)
+    wal_mode = header[:16] == b'SQLite format 3\x00' and header[18:20] == b'\x02\x02'
+    wal, shm = absolute + '-wal', absolute + '-shm'
+    if not wal_mode or (os.path.exists(wal) and os.path.exists(shm)):
+        return uri, ''
+    note = ''
+    if os.path.exists(wal) and os.path.getsize(wal) > 0:
+        note = ' (main file only: %s has no -shm beside it, reading it would create one)' % os.path.basename(wal)
+    return uri + '&immutable=1', note
+
+
 def check_sqlite(path, missing_ok=False, timeout=5.0):
-    """PRAGMA quick_check on a database opened read-only (never creates or changes it)."""
+    """PRAGMA quick_check on a database opened read-only (never creates or changes a file)."""
     name = 'sqlite:%s' % path
     if not os.path.exists(path):
         if missing_ok:
@@ -591,17 +882,19 @@ def check_sqlite(path, missing_ok=False, timeout=5.0):
     if not os.path.isfile(path):
         return result(name, CRIT, None, 'ok', '%s is not a regular file' % path)
     connection = None
+    note = ''
     try:
-        connection = sqlite3.connect('file:%s?mode=ro' % quote(os.path.abspath(path)), uri=True, timeout=timeout)
+        uri, note = sqlite_readonly_uri(path)
+        connection = sqlite3.connect(uri, uri=True, timeout=timeout)
         rows = [row[0] for row in connection.execute('PRAGMA quick_check').fetchall()]
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         return result(name, CRIT, None, 'ok', 'cannot check %s: %s' % (path, exc))
     finally:
         if connection is not None:
             connection.close()
     if rows == ['ok']:
-        return result(name, OK, 'ok', 'ok', 'quick_check ok')
-    return result(name, CRIT, rows[:5], 'ok', 'quick_check found %d problems: %s' % (len(rows), '; '.join(rows[:3])))
+        return result(name, OK, 'ok', 'ok', 'quick_check ok' + note)
+    return result(name, CRIT, rows[:5], 'ok', 'quick_check found %d problems: %s%s' % (len(rows), '; '.join(rows[:3]), note))
 
 
 def import_psycopg():
@@ -619,6 +912,7 @@ def check_postgres(host=None, port=5432, dbname='postgres', user=None, password=
     driver = psycopg or import_psycopg()
     target = '%s:%s/%s' % (host or 'local socket', port, dbname)
     threshold = {'warn': warn_percent, 'crit': crit_percent}
+    # connect_timeout bounds connecting (libpq waits forever at 0: validate_params refuses it)
     kwargs = dict(port=port, dbname=dbname, sslmode=sslmode, connect_timeout=connect_timeout)
     for key, value in (('host', host), ('user', user), ('password', password)):
         if value:
@@ -626,13 +920,15 @@ def check_postgres(host=None, port=5432, dbname='postgres', user=None, password=
     try:
         with driver.connect(**kwargs) as connection:
             with connection.cursor() as cursor:
+                # SET LOCAL, not a startup option: poolers such as pgbouncer refuse unknown startup parameters
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", ('%ds' % int(connect_timeout),))
                 cursor.execute('SELECT 1')
                 cursor.fetchone()
                 cursor.execute("SELECT count(*) FILTER (WHERE backend_type = 'client backend'), current_setting('max_connections')::int"
                                " FROM pg_stat_activity")
                 used, maximum = cursor.fetchone()
     except Exception as exc:  # pylint: disable=broad-except
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, [password])
         return [result('postgres:connect', CRIT, None, 'SELECT 1', 'cannot query %s: %s' % (target, message)),
                 result('postgres:connections', UNKNOWN, None, threshold, 'not connected')]
     percent = round(used * 100.0 / maximum, 1) if maximum else 0.0
@@ -674,8 +970,13 @@ def check_fleet(endpoints, http=None, tls=None, max_workers=50, fetch=http_get):
 
     def one(endpoint):
         url = endpoint['url']
-        checks = check_endpoint(url, endpoint.get('paths') or default_paths, options,
-                                endpoint.get('expected_version') or default_version, tls, fetch)
+        try:
+            checks = check_endpoint(url, endpoint.get('paths') or default_paths, options,
+                                    endpoint.get('expected_version') or default_version, tls, fetch)
+        except Exception as exc:  # pylint: disable=broad-except
+            # whatever one endpoint answers, the other endpoints' results still come back
+            message = redact('checking %s failed: %s: %s' % (url, type(exc).__name__, exc), options['headers'].values())
+            checks = [result('http', CRIT, None, None, message)]
         return {'name': endpoint.get('name') or url, 'url': url, 'status': verdict(checks), 'checks': checks}
 
     if not endpoints:

@@ -100,7 +100,10 @@ options:
     type: int
     default: 0
   age_recipients:
-    description: age recipient public keys (C(age1...)); when set, archives are encrypted. Public keys are not secret.
+    description:
+      - age recipient public keys (C(age1...)); when set, archives are encrypted.
+      - Not logged, although public keys are not secret, so a secret key (C(AGE-SECRET-KEY-...)) put here by
+        mistake is never echoed; it is refused.
     type: list
     elements: str
     default: []
@@ -364,7 +367,7 @@ def argument_spec():
         include_cache=dict(type="bool", default=False),
         compression_level=dict(type="int", default=3),
         compression_threads=dict(type="int", default=0),
-        age_recipients=dict(type="list", elements="str", default=[]),
+        age_recipients=dict(type="list", elements="str", default=[], no_log=True),  # a secret key pasted here is never echoed
         age_recipients_file=dict(type="path"),
         age_identity_file=dict(type="path"),
         backup_id=dict(type="str"),

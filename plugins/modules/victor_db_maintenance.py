@@ -116,7 +116,9 @@ options:
     type: str
     default: ""
   connect_timeout:
-    description: Seconds to wait for a PostgreSQL or Redis connection.
+    description:
+      - Seconds to wait for a PostgreSQL or Redis connection, 1 to 3600 (libpq would wait forever at 0).
+      - For Redis also the longest wait for each reply; a timed-out command is not retried.
     type: int
     default: 10
   tables:
@@ -140,7 +142,9 @@ options:
     type: bool
     default: true
   lock_threshold:
-    description: Seconds a session may stay idle in transaction, or block others, before C(clear_locks) terminates it.
+    description:
+      - Seconds a session may stay idle in transaction, or block others, before C(clear_locks) terminates it.
+      - Must be 0 or more.
     type: float
     default: 300
   slow_query_limit:
@@ -323,6 +327,9 @@ def _run(module, operations):
             raise MaintenanceError('busy_timeout must be greater than 0 (got %s)' % p['busy_timeout'])
         return lite.run_operations(p['path'], operations, p['busy_timeout'], module.check_mode, p['vacuum_mode'],
                                    p['vacuum_min_fragmentation'], p['row_counts'])
+    problems = pg.option_problems(p)
+    if problems:
+        raise MaintenanceError('; '.join(problems))
     if p['engine'] == 'postgresql':
         if not pg.HAS_PSYCOPG:
             module.fail_json(msg=missing_required_lib('psycopg (Debian package python3-psycopg)'),

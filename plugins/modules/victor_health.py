@@ -48,7 +48,9 @@ options:
     type: dict
     suboptions:
       url:
-        description: Base URL, for example V(http://127.0.0.1:8765).
+        description:
+          - Base URL, for example V(http://127.0.0.1:8765).
+          - A URL with C(user:password@) is refused; give credentials with O(http.headers) or O(http.bearer_token).
         type: str
       paths:
         description: Paths to GET, each starting with C(/).
@@ -56,11 +58,13 @@ options:
         elements: str
         default: ['/health']
       headers:
-        description: Extra request headers (never logged).
+        description:
+          - Extra request headers (never logged). Names must be HTTP tokens; values must not hold line breaks.
+          - Headers go only to the origin (scheme, host, port) of the URL; a redirect elsewhere is followed without them.
         type: dict
         default: {}
       bearer_token:
-        description: Sent as C(Authorization Bearer) header (never logged).
+        description: Sent as C(Authorization Bearer) header (never logged); no whitespace or control characters.
         type: str
       expected_status:
         description: Status codes that count as success.
@@ -71,7 +75,9 @@ options:
         description: Version the first path's JSON C(version) field must report.
         type: str
       timeout:
-        description: Seconds to wait for each answer; must be greater than 0.
+        description:
+          - Seconds one request may take in total (connecting, redirects, headers and body), greater than 0
+            and at most 3600. A server that trickles its answer is cut off at this deadline.
         type: float
         default: 10.0
       validate_certs:
@@ -111,7 +117,7 @@ options:
     type: dict
     suboptions:
       name:
-        description: systemd unit name.
+        description: systemd unit name (ASCII letters, digits, C(:-_.@) and backslash; not starting with C(-)).
         type: str
         default: victor-api
       manager:
@@ -164,7 +170,7 @@ options:
         type: path
         required: true
       window_minutes:
-        description: Only lines from the last this many minutes. Exclusive with O(log.last_lines).
+        description: Only lines from the last this many minutes (at most ten years). Exclusive with O(log.last_lines).
         type: int
       last_lines:
         description: Only the last this many lines.
@@ -254,7 +260,9 @@ options:
         choices: [disable, allow, prefer, require, verify-ca, verify-full]
         default: prefer
       connect_timeout:
-        description: Seconds to wait for the connection.
+        description:
+          - Seconds to wait for the connection, 1 to 3600 (libpq would wait forever at 0); also the
+            C(statement_timeout) of the check's queries.
         type: int
         default: 5
       warn_percent:
@@ -278,7 +286,7 @@ options:
         required: true
         suboptions:
           url:
-            description: Base URL of the endpoint.
+            description: Base URL of the endpoint; C(user:password@) in it is refused.
             type: str
             required: true
           name:
@@ -303,7 +311,12 @@ options:
 requirements:
   - psycopg (3) on the managed node, only for O(postgres).
 notes:
-  - SQLite databases are opened with C(mode=ro); the check never creates or writes a file.
+  - SQLite databases are opened with C(mode=ro), and with C(immutable=1) when a WAL database has no
+    C(-wal)/C(-shm) pair beside it; the check never creates or writes a file.
+  - HTTP answers are not trusted. Redirects are followed (at most 5) only to http and https URLs, and
+    to another origin without O(http.headers) or O(http.bearer_token). At most 1 MiB of an answer is
+    read; a larger one, invalid or deeper than 64 levels JSON where JSON is expected (a JSON
+    C(Content-Type), or any C(/health) path), and a C(/health) answer without a C(status) field are V(crit).
   - The role C(victor.ops.victor_health) runs this module on every Victor host and writes
     JSON, Markdown and Prometheus reports on the controller.
 seealso:
@@ -439,6 +452,7 @@ from ansible_collections.victor.ops.plugins.module_utils.health import (
     verdict,
     worst,
 )
+from ansible_collections.victor.ops.plugins.module_utils.redact import url_secrets
 
 
 def _fail_unparseable(spec, error):
@@ -458,6 +472,10 @@ def main():
     except (TypeError, AttributeError, KeyError, ValueError) as exc:
         _fail_unparseable(spec, '%s: %s' % (type(exc).__name__, exc))
     params = module.params
+    # A URL with user:password@ is refused below; its password must not come back in the invocation either.
+    urls = [(params.get('http') or {}).get('url')] + [e.get('url') for e in (params.get('fleet') or {}).get('endpoints') or []
+                                                      if isinstance(e, dict)]
+    module.no_log_values.update(secret for url in urls for secret in url_secrets(url))
     checks_requested = [k for k in ('http', 'service', 'disk', 'memory', 'log', 'backup', 'sqlite', 'postgres', 'fleet') if params.get(k)]
     if params.get('http') and not params['http'].get('url') and not params.get('fleet'):
         module.fail_json(msg='http.url is required unless fleet is used')

@@ -21,6 +21,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         '/broken': (500, {'detail': 'boom'}, 0),
         '/slow': (200, {'status': 'healthy'}, 0.3),
         '/plain': (200, 'hello', 0),
+        '/not-json': (200, 'hello', 0),
         '/components': (200, {'status': 'healthy', 'components': {'database': 'healthy', 'cache': {'status': 'unhealthy'}}}, 0),
         '/auth': (200, {'status': 'healthy'}, 0),
         '/status': (200, {'connected': True, 'provider': 'ollama', 'mode': 'chat'}, 0),
@@ -35,7 +36,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(delay)
         data = (json.dumps(body) if isinstance(body, dict) else body).encode()
         self.send_response(code)
-        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Type', 'application/json' if isinstance(body, dict) or self.path == '/not-json' else 'text/plain')
         self.send_header('Content-Length', str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -176,6 +177,13 @@ def test_http_plain_body_ok(server):
     assert _by_name(health.check_http(server, '/plain'))['http:/plain']['status'] == 'ok'
 
 
+def test_http_invalid_json_where_json_is_expected_is_crit(server):
+    # issue 13: a 200 answer with a JSON Content-Type and a body that is not JSON counted as healthy
+    check = _by_name(health.check_http(server, '/not-json'))['http:/not-json']
+    assert (check['status'], check['value']) == ('crit', 200)
+    assert 'where JSON was expected' in check['message']
+
+
 @pytest.mark.parametrize('warn,crit,expected', [(100, 2000, 'warn'), (50, 100, 'crit'), (3000, 6000, 'ok')])
 def test_http_latency_thresholds(server, warn, crit, expected):
     check = _by_name(health.check_http(server, '/slow', latency_warn_ms=warn, latency_crit_ms=crit))['latency:/slow']
@@ -309,7 +317,7 @@ def test_service_process_pid_file(tmp_path):
 def test_service_pid_file_that_is_an_endless_device_is_read_bounded():
     # /dev/zero never ends: an unbounded read() once took the whole machine's memory.
     check = health.check_service(manager='process', pid_file='/dev/zero')
-    assert check['status'] == 'crit' and 'holds no pid' in check['message']
+    assert check['status'] == 'crit' and 'is not a regular file' in check['message']
 
 
 # ----------------------------------------------------------------- disk and memory

@@ -247,8 +247,12 @@ _percents = st.floats(0, 100, allow_nan=False)
 _valid_sections = dict(
     http=_merged(
         st.fixed_dictionaries({'url': _loopback_urls}, optional={
-            'paths': _url_paths, 'headers': _headers,
-            'bearer_token': st.text(max_size=8), 'expected_status': st.lists(st.integers(100, 599), max_size=2),
+            # valid header values and tokens have no line breaks or control characters (issue 13: they leaked in errors)
+            'paths': _url_paths,
+            'headers': st.dictionaries(st.sampled_from(['Accept', 'X-Request-Id']),
+                                       st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=5), max_size=2),
+            'bearer_token': st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=8),
+            'expected_status': st.lists(st.integers(100, 599), max_size=2),
             'expected_version': st.sampled_from(['0.9.5', '0.9.4', '']), 'validate_certs': st.booleans(),
             'ca_path': st.just('/etc/ssl/certs/ca-certificates.crt'), 'use_proxy': st.booleans()}),
         _pair(('latency_warn_ms', 'latency_crit_ms'), st.floats(0, 5000, allow_nan=False))),
