@@ -43,7 +43,7 @@ test:
 demo:
 	@scripts/demo.sh
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed collection
 $(VENV)/.installed: requirements-dev.txt
 	@$(STAGE) venv bash -c '$(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v "is ignored: it is neither" ; exit $${PIPESTATUS[0]}'
 	@touch $@
