@@ -16,6 +16,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -182,3 +183,39 @@ def test_first_hour(clone):
     assert down.returncode == 2, down.stdout[-3000:]
     assert 'Victor does not answer at http://127.0.0.1:%d/health' % port in down.stdout
     assert 'start it with `make demo`' in down.stdout
+
+
+def _is_playbook(word):
+    return word.startswith('victor.ops.') or (word.endswith('.yml') and not word.startswith('@'))
+
+
+def _documented_commands():
+    """Every `ansible-playbook ...` command in README.md, docs/*.md and scripts/demo.sh (its summary)."""
+    commands = []
+    for path in [ROOT / 'README.md', ROOT / 'scripts' / 'demo.sh'] + sorted((ROOT / 'docs').glob('*.md')):
+        text = path.read_text(encoding='utf-8').replace('\\\n', ' ')
+        for match in re.finditer(r'ansible-playbook (?!\])([^`#\n]*)', text):
+            words = shlex.split(match.group(1).replace('<', '').replace('>', ''))
+            if [w for w in words if _is_playbook(w)]:
+                commands.append((path.name, words))
+    return commands
+
+
+def test_every_documented_playbook_command_resolves():
+    """The commands for remote inventories cannot reach their example hosts here: each one's inventory
+    and playbook (through ansible.cfg's collections_path, no ANSIBLE_* variables) must at least load;
+    the local ones run literally in test_first_hour."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith('ANSIBLE_')}
+    env['PATH'] = '%s:%s' % (Path(os.path.realpath(str(ROOT / '.venv'))) / 'bin', env['PATH'])
+    by_inventory = {}
+    for source, words in _documented_commands():
+        inventory = words[words.index('-i') + 1] if '-i' in words else None
+        if inventory and not (ROOT / inventory).exists():
+            assert 'acme' in inventory, (source, words)  # the "make your own copy" example of docs/inventories.md
+            continue
+        by_inventory.setdefault(inventory, set()).update(w for w in words if _is_playbook(w))
+    assert {None, 'inventories/local', 'inventories/production', 'inventories/staging'} <= set(by_inventory), by_inventory
+    for inventory, playbooks in sorted(by_inventory.items(), key=str):
+        cmd = ['ansible-playbook', '--syntax-check'] + (['-i', inventory] if inventory else []) + sorted(playbooks)
+        proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, (cmd, proc.stdout[-3000:], proc.stderr[-3000:])

@@ -336,3 +336,23 @@ def test_local_inventory_describes_the_process_managed_demo(plan):
     assert var["victor_health_disk_paths"] == [root]
     assert var["victor_backup_repository"].startswith(root + "/") and var["victor_health_report_dir"].startswith(root + "/")
     assert "make demo" in var["victor_maintenance_down_hint"]
+
+
+def _plays(path):
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or []
+
+
+def test_every_playbook_checks_its_target_groups_first():
+    """A playbook whose group is empty must fail naming it (playbooks/check_targets.yml), not skip with rc 0:
+    every playbook imports the check first, for exactly the host patterns of its plays."""
+    checked = 0
+    for path in sorted((ROOT / "playbooks").glob("*.yml")) + sorted((ROOT / "playbooks" / "runbooks").glob("*.yml")):
+        plays = _plays(path)
+        if path.name == "check_targets.yml" or all(p.get("hosts") == "localhost" for p in plays):
+            continue
+        first = plays[0]
+        assert first.get("ansible.builtin.import_playbook", "").endswith("check_targets.yml"), path
+        targets = [p["hosts"] for p in plays[1:]]
+        assert sorted(set(first["vars"]["victor_ops_target_groups"])) == sorted(set(targets)), path
+        checked += 1
+    assert checked >= 15
