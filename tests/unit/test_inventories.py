@@ -224,8 +224,10 @@ PLAN_PLAYBOOK = """
       loop: {role_list}
       when: query('ansible.builtin.varnames', '^' ~ item ~ '_') | length > 0  # the roles this inventory configures
     - name: Render every victor_ variable
+      vars:
+        names: "{{{{ query('ansible.builtin.varnames', '^victor_') }}}}"
       ansible.builtin.debug:
-        msg: "{{{{ dict(query('ansible.builtin.varnames', '^victor_') | zip(query('ansible.builtin.vars', *query('ansible.builtin.varnames', '^victor_')))) }}}}"
+        msg: "{{{{ dict(names | zip(query('ansible.builtin.vars', *names))) }}}}"
 """
 
 
