@@ -45,7 +45,7 @@ test:
 demo:
 	@scripts/demo.sh
 
-venv:
+venv: collection
 	@$(STAGE) venv env PYTHON=$(PYTHON) scripts/venv.sh
 
 docker:

@@ -69,6 +69,9 @@ demo: done. Victor is running at http://127.0.0.1:$VICTOR_LOCAL_PORT (pid $(cat 
   report:  $report
            ${report%.md}.json
   backup:  $backup
+Next, from $checkout with .venv/bin on PATH (ansible.cfg selects inventories/local):
+  monthly: ansible-playbook playbooks/monthly_maintenance.yml
   weekly:  ansible-playbook -i inventories/local playbooks/weekly_maintenance.yml
+  health:  ansible-playbook -i inventories/local playbooks/daily_health_check.yml
   stop:    kill \$(cat $VICTOR_LOCAL_ROOT/run/victor.pid)
 EOF_SUMMARY

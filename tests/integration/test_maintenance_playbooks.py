@@ -52,7 +52,8 @@ def local_root_fixture(tmp_path):
 def _weekly(root, *extra):
     env = dict(os.environ, VICTOR_LOCAL_ROOT=str(root), VICTOR_LOCAL_PORT=str(_free_port()), ANSIBLE_FORCE_COLOR='0')
     cmd = [str(BIN / 'ansible-playbook'), '-i', str(ROOT / 'inventories' / 'local'), str(ROOT / 'playbooks' / 'weekly_maintenance.yml'),
-           '-e', 'victor_maintenance_perf_requests=2', '-e', 'victor_maintenance_perf_timeout=1'] + list(extra)
+           '-e', 'victor_maintenance_perf_requests=2', '-e', 'victor_maintenance_perf_timeout=1',
+           '-e', 'victor_maintenance_down_hint='] + list(extra)  # no server here on purpose: no up-front check
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600, check=False)
     reports = sorted((root / 'reports' / 'localhost').glob('weekly-*Z.json'))
@@ -154,6 +155,7 @@ def test_check_mode_changes_nothing_on_the_host(local_root):
     env = dict(os.environ, VICTOR_LOCAL_ROOT=str(local_root), VICTOR_LOCAL_PORT=str(_free_port()), ANSIBLE_FORCE_COLOR='0')
     cmd = [str(BIN / 'ansible-playbook'), '-i', str(ROOT / 'inventories' / 'local'), str(ROOT / 'playbooks' / 'monthly_maintenance.yml'),
            '--check', '-e', 'victor_maintenance_perf_requests=1', '-e', 'victor_maintenance_fail_on_error=false',
+           '-e', 'victor_maintenance_down_hint=',
            '-e', 'victor_maintenance_backup_enabled=false', '-e', '{"victor_maintenance_pip_args": ["--no-index"]}']
     proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -166,3 +168,18 @@ def test_check_mode_changes_nothing_on_the_host(local_root):
     assert old_log.exists()
     assert db.read_bytes() == before
     assert not list((local_root / 'reports' / 'localhost').glob('monthly-*Z.json'))  # a check report never counts as previous
+
+
+@pytest.mark.parametrize('inventory, playbook, extra, group', [
+    ('localhost,', 'weekly_maintenance.yml', [], 'victor_api'),          # a wrong -i: no victor_api group at all
+    (str(ROOT / 'inventories' / 'local'), 'daily_health_check.yml', ['-e', 'victor_health_hosts=victor_lb'], 'victor_lb'),
+])
+def test_empty_target_group_fails_naming_it(tmp_path, inventory, playbook, extra, group):
+    """Never "skipping: no hosts matched" with rc 0: the play fails, names the group and says how to choose an inventory."""
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR='0', VICTOR_LOCAL_ROOT=str(tmp_path))
+    proc = subprocess.run([str(BIN / 'ansible-playbook'), '-i', inventory, str(ROOT / 'playbooks' / playbook)] + extra,
+                          cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "No host in group '%s'" % group in proc.stdout
+    assert 'Choose the inventory with -i' in proc.stdout
+    assert 'no hosts matched' not in proc.stdout

@@ -105,3 +105,17 @@ def test_latency_percentiles_against_a_loopback_server():
 def test_percentile_nearest_rank():
     assert probe._percentile(list(range(1, 101)), 95) == 95  # pylint: disable=protected-access
     assert probe._percentile([5.0], 50) == 5.0  # pylint: disable=protected-access
+
+
+def test_capacity_disk_figure_is_dfs_and_the_health_checks(tmp_path, monkeypatch):
+    """One definition of "disk used" in a monthly report: df's Use%, used / (used + available to non-root),
+    as victor_health computes it; with 10 % of the blocks reserved for root, used / total would say 40 %."""
+    from ansible_collections.victor.ops.plugins.module_utils import health  # pylint: disable=import-outside-toplevel
+
+    class Vfs:  # 1000 blocks of 4 KiB: 400 used, 600 free of which 100 reserved for root
+        f_frsize, f_blocks, f_bfree, f_bavail = 4096, 1000, 600, 500
+
+    monkeypatch.setattr(os, 'statvfs', lambda _path: Vfs)
+    result = probe.capacity(['state=%s' % tmp_path])['filesystem']
+    assert result['used_pct'] == health.disk_usage_percent(str(tmp_path)) == round(100 * 400 / 900, 1)
+    assert result['free_bytes'] == 500 * 4096 and result['used_bytes'] == 400 * 4096

@@ -142,8 +142,10 @@ def _capacity(pairs):
     total = vfs.f_blocks * vfs.f_frsize
     free = vfs.f_bavail * vfs.f_frsize
     used = total - vfs.f_bfree * vfs.f_frsize
+    # df's Use% (and victor_health's disk check): used / (used + available to non-root), so
+    # blocks reserved for root count as neither; used / total understates a nearly full disk.
     return {'filesystem': {'path': first, 'total_bytes': total, 'used_bytes': used, 'free_bytes': free,
-                           'used_pct': round(100.0 * used / total, 2) if total else None},
+                           'used_pct': round(100.0 * used / (used + free), 1) if used + free else None},
             'sizes': sizes, 'paths': dict(items)}
 
 
