@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-WHEELHOUSE = ROOT / '.cache' / 'wheelhouse'
+WHEELHOUSE = Path(os.environ.get('VICTOR_OPS_WHEELHOUSE', str(ROOT / '.cache' / 'wheelhouse')))
 DAY = 86400
 # The commands, as README.md / docs / the demo's summary print them.
 MONTHLY = 'ansible-playbook playbooks/monthly_maintenance.yml'
