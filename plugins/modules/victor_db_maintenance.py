@@ -277,6 +277,7 @@ from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import (
     ALL_OPERATIONS,
     DatabaseBusy,
     MaintenanceError,
+    check_numbers,
     check_operations,
 )
 from ansible_collections.victor.ops.plugins.module_utils import db_maintenance_postgres as pg
@@ -316,11 +317,10 @@ def argument_spec():
 
 def _run(module, operations):
     p = module.params
+    check_numbers(p)
     if p['engine'] == 'sqlite':
         if not p['path']:
             raise MaintenanceError('path is required for engine sqlite')
-        if p['busy_timeout'] <= 0:
-            raise MaintenanceError('busy_timeout must be greater than 0 (got %s)' % p['busy_timeout'])
         return lite.run_operations(p['path'], operations, p['busy_timeout'], module.check_mode, p['vacuum_mode'],
                                    p['vacuum_min_fragmentation'], p['row_counts'])
     if p['engine'] == 'postgresql':
