@@ -41,7 +41,11 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Nothing is written; each writing operation returns C(would_run) and the statements it would run.
+    details:
+      - Nothing is written; each writing operation returns C(would_run) and the statements it would run.
+      - SQLite databases are opened read-only in a way that cannot checkpoint the WAL or create C(-wal)/C(-shm)
+        (C(mode=ro&readonly_shm=1), or C(immutable=1) when there is no C(-wal)); so are runs of only
+        C(stats), C(integrity_check) and C(quick_check).
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
