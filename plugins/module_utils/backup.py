@@ -23,16 +23,19 @@ import datetime
 import errno
 import fcntl
 import fnmatch
+import glob
 import hashlib
 import json
 import os
 import posixpath
+import re
 import shutil
 import socket
 import sqlite3
 import stat
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 import uuid
@@ -45,6 +48,10 @@ MANIFEST_SUFFIX = ".manifest.json"
 ALWAYS_EXCLUDED = ("*-wal", "*-shm", "*-journal", ".victor-backup-*")
 PARTIAL_MARKER = ".victor-backup-partial.json"
 CONFIG_PATTERNS = ("*.yaml", "*.yml", "*.toml", "*.json", "*.env", "*.ini", "*.conf")
+# Backup ids as new_backup_id makes them; never "/", never a leading dot or "..".
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+ARCHIVE_SUFFIXES = (".tar.zst", ".tar.zst.age")
+MAX_LINK_HOPS = 40
 
 
 class BackupError(Exception):
@@ -169,6 +176,214 @@ class Lock:
         return False
 
 
+# --------------------------------------------------------------------------- confinement
+# Repository and manifest content is not trusted (docs/security.md): every path taken from
+# it goes through safe_relpath/confined, every symlink through resolve_links.
+
+def safe_relpath(name, what="archive entry"):
+    """The normalised relative path of name, or BackupError for absolute, empty, NUL or '..' paths."""
+    if not isinstance(name, str) or not name or name.startswith(("/", "\\")) or "\x00" in name:
+        raise BackupError("refusing %s with an absolute or empty path: %r" % (what, name))
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise BackupError("refusing %s that leaves the target: %r" % (what, name))
+    return "/".join(parts)
+
+
+def _inside(path, root):
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def confined(base, name, what="path"):
+    """base joined with the untrusted relative name; refuses names that leave base, also through
+    symlinks already on disk (the parent directory is resolved, not read as text)."""
+    rel = safe_relpath(name, what)
+    path = os.path.join(base, *rel.split("/"))
+    if not _inside(os.path.realpath(os.path.dirname(path)), os.path.realpath(base)):
+        raise BackupError("refusing %s %r: a symlink on its way leads outside %s" % (what, name, base))
+    return path
+
+
+def resolve_links(links, what="symlink"):
+    """Follow every symlink of a tree the way the kernel would (links: relpath -> target).
+
+    Raises BackupError for an absolute target or one that, through other links of the tree
+    (``sub/up -> ..`` then ``esc -> sub/up/..``), leaves the tree's root.
+    """
+    for name in sorted(links):
+        _follow(links, name, what)
+
+
+def _follow(links, name, what):
+    target = links[name]
+    if not isinstance(target, str) or not target or target.startswith("/") or "\x00" in target:
+        raise BackupError("refusing %s %r with an absolute target %r" % (what, name, target))
+    parts = name.split("/")[:-1]
+    todo = target.split("/")
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise BackupError("refusing %s %r pointing outside the target (%r)" % (what, name, target))
+            parts.pop()
+            continue
+        parts.append(part)
+        inner = links.get("/".join(parts))
+        if inner is not None:
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                raise BackupError("refusing %s %r: too many levels of symlinks" % (what, name))
+            if not isinstance(inner, str) or inner.startswith("/"):
+                raise BackupError("refusing %s %r with an absolute target %r" % (what, name, inner))
+            parts.pop()
+            todo = inner.split("/") + todo
+
+
+def check_tree_links(root, paths):
+    """The symlinks created under root (relative paths) must resolve inside root on disk."""
+    top = os.path.realpath(root)
+    for path in paths:
+        full = os.path.join(root, *path.split("/"))
+        if not _inside(os.path.realpath(full), top):
+            raise BackupError("refusing symlink %r pointing outside the target (%r)" % (path, os.readlink(full)))
+
+
+def check_manifest(manifest, name=None):
+    """Raise BackupError when a manifest is malformed or names a path outside its place."""
+    if not isinstance(manifest, dict):
+        raise BackupError("manifest %s is not a JSON object" % (name or "?"))
+    ident = manifest.get("id")
+    if not isinstance(ident, str) or not ID_PATTERN.match(ident):
+        raise BackupError("manifest %s has an invalid id %r" % (name or "?", ident))
+    if name is not None and ident + MANIFEST_SUFFIX != name:
+        raise BackupError("manifest %s: id %s does not match the file name" % (name, ident))
+    if manifest.get("time") is None:
+        raise BackupError("manifest %s has no time" % ident)
+    parse_time(manifest["time"])
+    if manifest.get("type") not in ("full", "incremental") or manifest.get("scope") not in ("full", "database", "config"):
+        raise BackupError("manifest %s has an unknown type %r or scope %r" % (ident, manifest.get("type"), manifest.get("scope")))
+    parent = manifest.get("parent")
+    if parent is not None and (not isinstance(parent, str) or not ID_PATTERN.match(parent)):
+        raise BackupError("manifest %s has an invalid parent %r" % (ident, parent))
+    archive = manifest.get("archive")
+    if not isinstance(archive, dict) or archive.get("name") not in [ident + s for s in ARCHIVE_SUFFIXES]:
+        raise BackupError("manifest %s: refusing archive name %r (must be %s.tar.zst[.age] in the repository)"
+                          % (ident, archive.get("name") if isinstance(archive, dict) else archive, ident))
+    if not isinstance(archive.get("size"), int) or not isinstance(archive.get("sha256"), str):
+        raise BackupError("manifest %s: archive size or sha256 missing" % ident)
+    files = manifest.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+        raise BackupError("manifest %s: files is not a list of records" % ident)
+    links = {}
+    for record in files:
+        path = record.get("path")
+        if safe_relpath(path, "manifest entry") != path or record.get("type") not in ("file", "symlink"):
+            raise BackupError("manifest %s: refusing entry %r" % (ident, path))
+        if record["type"] == "symlink":
+            links[path] = record.get("target")
+    if not isinstance(manifest.get("deleted") or [], list) or not isinstance(manifest.get("databases") or [], list):
+        raise BackupError("manifest %s: deleted or databases is not a list" % ident)
+    for path in manifest.get("deleted") or []:
+        safe_relpath(path, "manifest entry")
+    for db in manifest.get("databases") or []:
+        safe_relpath(db.get("path") if isinstance(db, dict) else db, "manifest database")
+    resolve_links(links, "manifest symlink")
+    _check_not_under_links(ident, [r["path"] for r in files], links)
+
+
+def _check_not_under_links(ident, paths, links):
+    for path in paths:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in links:
+                raise BackupError("manifest %s: refusing entry %r written through the symlink %r" % (ident, path, "/".join(parts[:i])))
+
+
+def load_manifests(store, missing_ok=False):
+    """The store's manifests that pass check_manifest; the others are reported, never followed.
+
+    A local repository that does not exist is an error unless missing_ok (then: no backups).
+    """
+    checker = getattr(store, "check", None)
+    if checker is not None and not checker(missing_ok):
+        return [], []
+    manifests, problems = store.list_manifests()
+    good = []
+    for manifest in manifests:
+        try:
+            check_manifest(manifest)
+        except BackupError as exc:
+            problems.append("manifest ignored: %s" % exc)
+            continue
+        good.append(manifest)
+    return good, problems
+
+
+def refuse_nul(params):
+    """Module options holding a NUL byte are refused by name (os calls would raise ValueError)."""
+    for key, value in sorted(params.items()):
+        if isinstance(value, str) and "\x00" in value:
+            raise BackupError("%s holds a NUL byte" % key)
+
+
+class IdentityFile:
+    """An age identity given as text, written 0600 into a fresh 0700 directory and removed on exit.
+
+    The secret reaches age as a file path (-i), never on a command line.
+    """
+
+    def __init__(self, content, directory=None):
+        self.content = content
+        self.directory = directory
+        self.scratch = None
+        self.path = None
+
+    def __enter__(self):
+        if self.directory:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self.scratch = tempfile.mkdtemp(prefix=".victor-backup-identity-", dir=self.directory)
+        self.path = os.path.join(self.scratch, "identity.txt")
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.content.rstrip("\n") + "\n")
+        return self.path
+
+    def __exit__(self, *exc):
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return False
+
+
+def detect_victor_version(venvs=(), path_env=None):
+    """The installed victor-ai version: the dist-info of the first venv that has one, else the venv of
+    the ``victor`` command on PATH (read from its script's shebang).  None when it cannot be known."""
+    candidates = [v for v in venvs if v]
+    script = shutil.which("victor", path=path_env)
+    if script:
+        try:
+            with open(script, "rb") as handle:
+                first = handle.readline().decode("utf-8", "replace")
+            if first.startswith("#!"):
+                candidates.append(os.path.dirname(os.path.dirname(first[2:].strip().split()[0])))
+        except OSError:
+            pass
+    for venv in candidates:
+        pattern = os.path.join(venv, "lib", "python*", "site-packages", "victor_ai-*.dist-info", "METADATA")
+        for metadata in sorted(glob.glob(pattern)):
+            try:
+                with open(metadata, "rb") as handle:
+                    for line in handle.read(65536).decode("utf-8", "replace").splitlines():
+                        if line.startswith("Version:"):
+                            return line.split(":", 1)[1].strip()
+                        if not line:
+                            break
+            except OSError:
+                continue
+    return None
+
+
 # --------------------------------------------------------------------------- selection
 
 def _match_any(relpath, patterns):
@@ -236,6 +451,13 @@ def select_files(source, scope="full", include=None, exclude=None, include_cache
         entries = [e for e in entries if e["kind"] == "db"]
     elif scope == "config":
         entries = [e for e in entries if e["kind"] == "config"]
+    links = dict((e["path"], os.readlink(e["abspath"])) for e in entries if e["type"] == "symlink")
+    try:
+        resolve_links(links)
+    except BackupError as exc:
+        # verify and restore refuse such a link: fail now rather than store a backup that cannot be restored
+        raise BackupError("%s holds a symlink that a restore could not recreate safely (%s); remove it or add it to "
+                          "exclude; nothing was backed up" % (source, str(exc).replace("refusing ", "")))
     return entries
 
 
@@ -385,7 +607,8 @@ class Tools:
     """Paths of the external programs and the encryption settings."""
 
     def __init__(self, zstd="zstd", age="age", compression_level=3, threads=0,
-                 age_recipients=None, age_recipients_file=None, age_identity_file=None, pg_restore="pg_restore"):
+                 age_recipients=None, age_recipients_file=None, age_identity_file=None, pg_restore="pg_restore",
+                 age_identity_label=None):
         self.zstd = zstd
         self.age = age
         self.pg_restore = pg_restore
@@ -394,6 +617,11 @@ class Tools:
         self.age_recipients = list(age_recipients or [])
         self.age_recipients_file = age_recipients_file
         self.age_identity_file = age_identity_file
+        self.age_identity_label = age_identity_label
+
+    def identity_label(self):
+        """How messages name the identity: its file path (or the option it came from), never its content."""
+        return self.age_identity_label or "in %s" % self.age_identity_file
 
     @property
     def encrypt(self):
@@ -591,43 +819,45 @@ def finish_read(feeder, procs, out):
 
 
 def abort_read(feeder, procs, out):
+    """Stop the read pipeline; returns the errors of stages that had failed on their own (exit status > 0)."""
     for _name, proc in procs:
         if proc.poll() is None:
-            proc.kill()
+            proc.kill()  # a stage that already exited keeps its own status
     try:
         out.close()
     except OSError:
         pass
-    for _name, proc in procs:
+    errors = []
+    for name, proc in procs:
         proc.wait()
+        if proc.returncode > 0:
+            errors.append(_stage_error(name, proc))
         proc.stderr.close()
     feeder.join(5)
+    return errors
 
 
 # --------------------------------------------------------------------------- safe extraction
 
 def check_member_name(name):
     """Return the normalised relative path or raise for absolute paths and '..'."""
-    if not name or name.startswith("/") or name.startswith("\\") or "\x00" in name:
-        raise BackupError("refusing archive entry with an absolute or empty path: %r" % (name,))
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        raise BackupError("refusing archive entry that leaves the target: %r" % (name,))
-    return "/".join(parts)
+    return safe_relpath(name, "archive entry")
 
 
-def check_link_target(name, target):
-    """Symlinks may only point inside the target directory (relative, no escape)."""
-    if not target or target.startswith("/"):
-        raise BackupError("refusing symlink %r with an absolute target %r" % (name, target))
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-    if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
-        raise BackupError("refusing symlink %r pointing outside the target (%r)" % (name, target))
+def check_link_target(name, target, links=None):
+    """Symlinks may only point inside the target directory, also through the other links of the tree."""
+    known = dict(links or {})
+    known[name] = target
+    _follow(known, name, "symlink")
     return target
 
 
-def extract_member(tar, member, dest, expected, links):
-    """Extract one member under dest without following links; return its sha256 or None."""
+def extract_member(tar, member, dest, expected, links, private=False):
+    """Extract one member under dest without following links; return its sha256 or None.
+
+    links maps the symlinks extracted so far to their targets.  private (verify) keeps every
+    file 0600 in 0700 directories instead of applying the recorded modes and owners.
+    """
     name = check_member_name(member.name)
     for i in range(1, name.count("/") + 1):
         prefix = "/".join(name.split("/")[:i])
@@ -635,19 +865,19 @@ def extract_member(tar, member, dest, expected, links):
             raise BackupError("refusing archive entry %r written through the symlink %r" % (name, prefix))
     path = os.path.join(dest, *name.split("/"))
     if member.issym():
-        check_link_target(name, member.linkname)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        check_link_target(name, member.linkname, links)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         os.symlink(member.linkname, path)
-        links.add(name)
+        links[name] = member.linkname
         return None
     if member.isdir():
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(path, mode=0o700, exist_ok=True)
         return None
     if not member.isreg():
         raise BackupError("refusing archive entry %r of type %r (hard links, devices and fifos are not allowed)" % (name, member.type))
     if expected is None:
         raise BackupError("archive entry %r is not in the manifest" % name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     digest = hashlib.sha256()
     source = tar.extractfile(member)
@@ -660,6 +890,9 @@ def extract_member(tar, member, dest, expected, links):
             handle.write(block)
         handle.flush()
         os.fsync(handle.fileno())
+    if private:
+        os.utime(path, (member.mtime, member.mtime))
+        return digest.hexdigest()
     mode = int(expected.get("mode", "0600"), 8)
     os.chmod(path, mode)
     if os.geteuid() == 0 and "uid" in expected:
@@ -668,15 +901,17 @@ def extract_member(tar, member, dest, expected, links):
     return digest.hexdigest()
 
 
-def read_archive(store, manifest, tools, dest=None):
+def read_archive(store, manifest, tools, dest=None, private=False):
     """Read one archive end to end; check its sha256 and every member's sha256.
 
-    With dest, members are extracted there (safely).  Returns the list of problems
-    (empty when the archive is intact).
+    With dest, members are extracted there (safely; private: see extract_member).  Returns the
+    list of problems (empty when the archive is intact).
     """
+    check_manifest(manifest)
     expected = dict((f["path"], f) for f in manifest["files"] if f["type"] == "file" and f.get("stored", True))
+    expected_links = dict((f["path"], f["target"]) for f in manifest["files"] if f["type"] == "symlink")
     seen = set()
-    links = set()
+    links = {}
     problems = []
     source = store.open_data(manifest)
     feeder, procs, out = open_archive_stream(source, tools, manifest.get("encrypted", False))
@@ -688,7 +923,7 @@ def read_archive(store, manifest, tools, dest=None):
                     raise BackupError("archive entry %r appears twice" % name)
                 seen.add(name)
                 if dest is not None:
-                    digest = extract_member(tar, member, dest, expected.get(name), links)
+                    digest = extract_member(tar, member, dest, expected.get(name), links, private)
                 elif member.isreg():
                     if name not in expected:
                         raise BackupError("archive entry %r is not in the manifest" % name)
@@ -702,24 +937,31 @@ def read_archive(store, manifest, tools, dest=None):
                     digest = digest.hexdigest()
                 else:
                     if member.issym():
-                        check_link_target(name, member.linkname)
+                        check_link_target(name, member.linkname, links)
+                        links[name] = member.linkname
                     elif not member.isdir():
                         raise BackupError("refusing archive entry %r of type %r" % (name, member.type))
                     digest = None
                 if digest is not None and digest != expected[name]["sha256"]:
                     problems.append("sha256 mismatch for %s" % name)
     except (tarfile.TarError, EOFError, OSError, BackupError) as exc:
-        abort_read(feeder, procs, out)
+        stage_errors = abort_read(feeder, procs, out)
         _close_quietly(source)
         if isinstance(exc, BackupError):
             raise
-        raise BackupError("archive %s is unreadable: %s" % (manifest["id"], exc))
+        # a decryption stage that failed explains the empty stream behind the tar error
+        raise BackupError("archive %s is unreadable: %s" % (manifest["id"], _explain(stage_errors, tools) or exc))
     try:
         finish_read(feeder, procs, out)
     except BackupError as exc:
         _close_quietly(source)
-        raise BackupError("archive %s is unreadable: %s" % (manifest["id"], exc))
+        raise BackupError("archive %s is unreadable: %s" % (manifest["id"], _explain([str(exc)], tools)))
     _close_quietly(source)
+    # the whole archive's links, in any order of members, and those recorded only in the manifest
+    resolve_links(links)
+    if links != expected_links:
+        differ = sorted(set(links.items()) ^ set(expected_links.items()))
+        problems.append("symlinks differ between the archive and the manifest: %s" % ", ".join("%s -> %s" % kv for kv in differ[:5]))
     if feeder.digest.hexdigest() != manifest["archive"]["sha256"]:
         problems.insert(0, "archive sha256 mismatch (expected %s, got %s)" % (manifest["archive"]["sha256"], feeder.digest.hexdigest()))
     if feeder.size != manifest["archive"]["size"]:
@@ -728,6 +970,15 @@ def read_archive(store, manifest, tools, dest=None):
     if missing:
         problems.append("files missing from the archive: %s" % ", ".join(missing[:10]))
     return problems
+
+
+def _explain(errors, tools):
+    """Stage errors as a message; age's 'no identity matched' names the identity used (never its content)."""
+    text = "; ".join(errors)
+    if "no identity matched" in text:
+        return ("the age identity %s does not match this archive (it was encrypted to other recipients); "
+                "use the identity whose public key was a recipient when the backup was made" % tools.identity_label())
+    return text
 
 
 def _close_quietly(handle):
@@ -745,13 +996,34 @@ class LocalStore:
     kind = "local"
 
     def __init__(self, path):
+        if not isinstance(path, str) or not path or "\x00" in path:
+            raise BackupError("repository %r is not a usable path (empty or holding a NUL byte)" % (path,))
         self.path = path
 
     def describe(self):
         return self.path
 
+    def check(self, missing_ok=False):
+        """True when the repository exists; False (missing_ok) or BackupError when it does not."""
+        if os.path.isdir(self.path):
+            return True
+        if os.path.lexists(self.path):
+            raise BackupError("repository %s exists but is not a directory" % self.path)
+        if missing_ok:
+            return False
+        raise BackupError("repository %s does not exist (a typo? with missing_ok=true a missing repository "
+                          "counts as holding no backup yet)" % self.path)
+
     def ensure(self):
+        if os.path.lexists(self.path) and not os.path.isdir(self.path):
+            raise BackupError("repository %s exists but is not a directory" % self.path)
         os.makedirs(self.path, mode=0o700, exist_ok=True)
+
+    def _data_path(self, manifest):
+        name = manifest["archive"]["name"]
+        if "/" in str(name):
+            raise BackupError("manifest %s: refusing archive name %r outside the repository" % (manifest["id"], name))
+        return confined(self.path, name, "archive name")
 
     def data_name(self, manifest):
         return manifest["archive"]["name"]
@@ -792,15 +1064,15 @@ class LocalStore:
             try:
                 with open(os.path.join(self.path, name), "rb") as handle:
                     manifest = json.loads(handle.read().decode("utf-8"))
-                if manifest.get("id") + MANIFEST_SUFFIX != name:
-                    raise ValueError("id does not match the file name")
+                if not isinstance(manifest, dict) or manifest.get("id") + MANIFEST_SUFFIX != name:
+                    raise ValueError("not a manifest object, or its id does not match the file name")
                 result.append(manifest)
             except (OSError, ValueError, TypeError) as exc:
                 problems.append("unreadable manifest %s: %s" % (name, exc))
         return result, problems
 
     def open_data(self, manifest):
-        path = os.path.join(self.path, manifest["archive"]["name"])
+        path = self._data_path(manifest)
         try:
             return open(path, "rb")
         except OSError as exc:
@@ -808,9 +1080,10 @@ class LocalStore:
 
     def delete(self, manifest):
         """Manifest first, then data: an interrupted delete never leaves a listed broken backup."""
-        os.unlink(os.path.join(self.path, manifest["id"] + MANIFEST_SUFFIX))
+        check_manifest(manifest)
+        data = self._data_path(manifest)
+        os.unlink(confined(self.path, manifest["id"] + MANIFEST_SUFFIX, "manifest"))
         fsync_dir(self.path)
-        data = os.path.join(self.path, manifest["archive"]["name"])
         if os.path.exists(data):
             os.unlink(data)
 
@@ -1080,22 +1353,31 @@ def verify_backup(store, manifests, manifest, tools, work_dir, record=True):
     """
     chain = resolve_chain(manifests, manifest)
     os.makedirs(work_dir, mode=0o700, exist_ok=True)
-    scratch = os.path.join(work_dir, ".victor-backup-verify-" + uuid.uuid4().hex[:8])
+    # decrypted content: a fresh 0700 directory whatever work_dir's mode, files kept 0600
+    scratch = tempfile.mkdtemp(prefix=".victor-backup-verify-", dir=work_dir)
     problems = []
     databases = {}
     try:
+        try:
+            for member in chain:
+                check_manifest(member)
+            links = dict((p, r["target"]) for p, r in chain_state(chain).items() if r["type"] == "symlink")
+            resolve_links(links)
+        except BackupError as exc:
+            problems.append("%s: %s" % (manifest["id"], exc))
+            chain = []
         for member in chain:
             dest = os.path.join(scratch, member["id"])
-            os.makedirs(dest)
+            os.makedirs(dest, mode=0o700)
             try:
-                member_problems = read_archive(store, member, tools, dest)
+                member_problems = read_archive(store, member, tools, dest, private=True)
             except BackupError as exc:
                 member_problems = [str(exc)]
             problems += ["%s: %s" % (member["id"], p) for p in member_problems]
             if member_problems:
                 continue
             for db in member.get("databases", []):
-                path = os.path.join(dest, *db["path"].split("/"))
+                path = confined(dest, db["path"], "manifest database")
                 if not os.path.exists(path):
                     continue  # unchanged in this incremental; checked in its parent
                 if db.get("engine") == "postgresql":
@@ -1113,6 +1395,8 @@ def verify_backup(store, manifests, manifest, tools, work_dir, record=True):
         shutil.rmtree(scratch, ignore_errors=True)
     result = {"id": manifest["id"], "ok": not problems, "problems": problems, "databases": databases,
               "chain": [m["id"] for m in chain]}
+    if record and not chain:
+        record = False  # a refused manifest is never rewritten
     if record:
         updated = dict(manifest)
         updated["verified"] = {"time": format_time(utcnow()), "ok": not problems}
@@ -1142,13 +1426,18 @@ def restore_backup(store, manifests, manifest, tools, target, scope="full", safe
     """
     if scope not in ("full", "database", "config"):
         raise BackupError("unknown scope %r" % (scope,))
+    check_manifest(manifest)
     if manifest["scope"] != "full" and scope != manifest["scope"]:
         raise BackupError("backup %s has scope %s; it cannot restore scope %s" % (manifest["id"], manifest["scope"], scope))
     chain = resolve_chain(manifests, manifest)
+    for member in chain:
+        check_manifest(member)
     target = os.path.abspath(target)
     parent_dir = os.path.dirname(target)
-    os.makedirs(parent_dir, exist_ok=True)
     stamp = (now or utcnow()).strftime("%Y%m%dT%H%M%SZ")
+    safety = safety_dir or "%s.before-restore-%s" % (target, stamp)
+    check_safety_copy(target, safety)
+    os.makedirs(parent_dir, exist_ok=True)
     staging = os.path.join(parent_dir, ".victor-backup-restore-%s-%s" % (manifest["id"], uuid.uuid4().hex[:6]))
     os.makedirs(staging, mode=0o700)
     pg_done = None
@@ -1156,8 +1445,7 @@ def restore_backup(store, manifests, manifest, tools, target, scope="full", safe
         files, dumps = _stage_chain(store, chain, tools, staging, scope)
         _prepare_databases(staging, chain, files)
         dump = _pick_dump(manifest, dumps, postgres, restore_postgres, tools)
-        safety = safety_dir or "%s.before-restore-%s" % (target, stamp)
-        if os.path.exists(safety):
+        if os.path.lexists(safety):
             raise BackupError("safety copy path %s already exists" % safety)
         pre_dump = None
         if dump is not None:
@@ -1212,6 +1500,8 @@ def _stage_chain(store, chain, tools, staging, scope):
     """Extract the chain; returns (state files to swap in, {dump relpath: staged dump path})."""
     state = chain_state(chain)
     wanted = dict((p, r) for p, r in state.items() if _in_scope(r, scope))
+    links = dict((p, r["target"]) for p, r in wanted.items() if r["type"] == "symlink")
+    resolve_links(links, "manifest symlink")
     for manifest in chain:
         dest = os.path.join(staging, ".chain", manifest["id"])
         os.makedirs(dest)
@@ -1222,18 +1512,21 @@ def _stage_chain(store, chain, tools, staging, scope):
     os.makedirs(tree)
     dumps = {}
     for path, record in sorted(wanted.items()):
-        src = os.path.join(staging, ".chain", record["backup"] or "", *path.split("/"))
+        if record["type"] != "symlink" and not record["backup"]:
+            raise BackupError("file %s is in no archive of the chain" % path)
+        src = confined(os.path.join(staging, ".chain", record["backup"] or "."), path, "manifest entry")
         if record["type"] != "symlink" and not os.path.lexists(src):
             raise BackupError("file %s of backup %s is missing from its archive" % (path, record["backup"]))
         if record.get("engine") == "postgresql":
             dumps[path] = src  # restored with pg_restore, never placed in the state directory
             continue
-        dst = os.path.join(tree, *path.split("/"))
+        dst = confined(tree, path, "manifest entry")
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if record["type"] == "symlink":
             os.symlink(record["target"], dst)
         else:
             os.rename(src, dst)
+    check_tree_links(tree, sorted(links))  # resolved on disk, not only as text
     return dict((p, r) for p, r in wanted.items() if p not in dumps), dumps
 
 
@@ -1300,14 +1593,14 @@ def swap_in(staging, target, safety, files, scope):
     write_file_atomic(os.path.join(safety, PARTIAL_MARKER), json.dumps({"mode": scope, "restored": sorted(files)}).encode("utf-8"))
     for path in sorted(files):
         for suffix in ("", "-wal", "-shm", "-journal"):
-            live = os.path.join(target, *path.split("/")) + suffix
+            live = confined(target, path, "restored file") + suffix
             if os.path.lexists(live):
-                keep = os.path.join(safety, *path.split("/")) + suffix
+                keep = confined(safety, path, "restored file") + suffix
                 os.makedirs(os.path.dirname(keep), exist_ok=True)
                 os.rename(live, keep)
                 moved["paths"].append(path + suffix)
         src = os.path.join(tree, *path.split("/"))
-        dst = os.path.join(target, *path.split("/"))
+        dst = confined(target, path, "restored file")
         if not os.path.isdir(os.path.dirname(dst)):
             os.makedirs(os.path.dirname(dst))
             top = os.stat(target)
@@ -1334,8 +1627,7 @@ def revert(target, safety, moved=None, postgres=None, private_dir=None):
     A safety copy that holds a pre-restore PostgreSQL dump (.victor-backup-postgres/) needs
     postgres (the database to put it back into): it is pg_restored first, then removed.
     """
-    if not os.path.isdir(safety):
-        raise BackupError("safety copy %s does not exist" % safety)
+    check_revert(target, safety)
     pg_dir = os.path.join(safety, _pg().DUMP_DIR)
     pg_error = None
     if os.path.isdir(pg_dir):
@@ -1359,6 +1651,22 @@ def revert(target, safety, moved=None, postgres=None, private_dir=None):
     return restored
 
 
+def check_safety_copy(target, safety):
+    """A safety copy is a tree of its own: never target itself, inside it or holding it (real paths)."""
+    real_target = os.path.realpath(target)
+    real_safety = os.path.realpath(safety)
+    if _inside(real_safety, real_target) or _inside(real_target, real_safety):
+        raise BackupError("safety copy %s and target %s are the same directory or one is inside the other "
+                          "(%s, %s); refusing, nothing was changed" % (safety, target, real_safety, real_target))
+
+
+def check_revert(target, safety):
+    """What state=revert checks before it moves anything (also in check mode)."""
+    check_safety_copy(target, safety)
+    if not os.path.isdir(safety) or os.path.islink(safety):
+        raise BackupError("safety copy %s does not exist (or is not a directory)" % safety)
+
+
 def _revert_files(target, safety, moved):
     marker = moved
     if marker is None:
@@ -1377,7 +1685,7 @@ def _revert_files(target, safety, moved):
     restored = []
     for path in marker.get("restored", []):
         for suffix in ("", "-wal", "-shm", "-journal"):
-            live = os.path.join(target, *path.split("/")) + suffix
+            live = confined(target, path, "restored file") + suffix
             if os.path.lexists(live):
                 os.unlink(live)
     for root, _dirs, names in os.walk(safety):
@@ -1386,7 +1694,7 @@ def _revert_files(target, safety, moved):
             rel = os.path.relpath(src, safety)
             if rel == PARTIAL_MARKER:
                 continue
-            dst = os.path.join(target, rel)
+            dst = confined(target, rel.replace(os.sep, "/"), "safety copy file")
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             os.rename(src, dst)
             restored.append(rel)

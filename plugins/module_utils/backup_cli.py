@@ -45,6 +45,10 @@ def tools(cfg):
                     age_identity_file=cfg.get("age_identity_file"))
 
 
+def victor_version(cfg):
+    return cfg.get("victor_version") or bk.detect_victor_version([cfg.get("victor_venv", "/opt/victor/current")])
+
+
 def postgres(cfg):
     """PostgreSQL databases to dump: postgres_url in the (0600) config file."""
     if not cfg.get("postgres_url"):
@@ -74,17 +78,19 @@ def main(argv=None):
             manifest = bk.create_backup(
                 store, cfg.get("source", "/var/lib/victor/.victor"), work_dir(cfg), tools(cfg), backup_type=args.type,
                 scope=args.scope, include=cfg.get("include"), exclude=cfg.get("exclude"),
-                include_cache=cfg.get("include_cache", False), victor_version=cfg.get("victor_version"),
+                include_cache=cfg.get("include_cache", False), victor_version=victor_version(cfg),
                 lock_timeout=cfg.get("lock_timeout", 600), postgres=postgres(cfg))
             sys.stdout.write(json.dumps(bk.summary(manifest)) + "\n")
             if args.prune:
                 prune(store, cfg)
         elif args.command == "list":
-            manifests, _problems = store.list_manifests()
+            manifests, problems = bk.load_manifests(store, cfg.get("missing_ok", False))
+            for problem in problems:
+                sys.stderr.write("victor-backup list: %s\n" % problem)
             for manifest in bk.sort_manifests(manifests):
                 sys.stdout.write(json.dumps(bk.summary(manifest)) + "\n")
         elif args.command == "verify":
-            manifests, _problems = store.list_manifests()
+            manifests, _problems = bk.load_manifests(store, cfg.get("missing_ok", False))
             chosen = bk.select_backup(manifests, args.backup_id)
             with bk.Lock(os.path.join(work_dir(cfg), ".victor-backup.lock"), cfg.get("lock_timeout", 600)):
                 result = bk.verify_backup(store, manifests, chosen, tools(cfg), work_dir(cfg))
@@ -100,7 +106,7 @@ def main(argv=None):
 
 
 def prune(store, cfg):
-    manifests, _problems = store.list_manifests()
+    manifests, _problems = bk.load_manifests(store, cfg.get("missing_ok", False))
     keep = dict((rule, cfg.get("keep_" + rule, 0)) for rule in backup_retention.RULES)
     plan = backup_retention.plan(manifests, keep)
     by_id = dict((m["id"], m) for m in manifests)

@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import time
 
 SQLITE_OPERATIONS = ('stats', 'integrity_check', 'quick_check', 'wal_checkpoint', 'analyze', 'optimize', 'vacuum')
@@ -46,6 +47,36 @@ def check_operations(engine, operations):
         if operation not in seen:
             seen.append(operation)
     return seen
+
+
+# option: (smallest allowed, whether the smallest itself is allowed); None values are not checked
+NUMBER_LIMITS = {
+    'busy_timeout': (0, False),
+    'vacuum_min_fragmentation': (0, True),
+    'lock_threshold': (0, True),
+    'connect_timeout': (0, False),
+    'min_dead_tuples': (0, True),
+    'slow_query_limit': (0, False),
+    'scan_count': (0, False),
+    'redis_db': (0, True),
+    'login_port': (0, False),
+}
+
+
+def check_numbers(params):
+    """Refuse NaN, infinities and out-of-range numbers by option name (a NaN compares false everywhere)."""
+    for name, (low, inclusive) in sorted(NUMBER_LIMITS.items()):
+        value = params.get(name)
+        if value is None:
+            continue
+        if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+            raise MaintenanceError('%s must be a finite number, got %s' % (name, value))
+        if value < low or (value == low and not inclusive):
+            raise MaintenanceError('%s must be %s %s, got %s' % (name, 'at least' if inclusive else 'greater than', low, value))
+    if params.get('vacuum_min_fragmentation') is not None and params['vacuum_min_fragmentation'] > 100:
+        raise MaintenanceError('vacuum_min_fragmentation is a percentage (0-100), got %s' % params['vacuum_min_fragmentation'])
+    if params.get('login_port') is not None and params['login_port'] > 65535:
+        raise MaintenanceError('login_port must be 1-65535, got %s' % params['login_port'])
 
 
 class Timer:

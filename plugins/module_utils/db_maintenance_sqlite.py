@@ -24,9 +24,11 @@ from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import (
     MaintenanceError,
     Timer,
 )
+from ansible_collections.victor.ops.plugins.module_utils import sqlite_ro
 
 SQLITE_HEADER = b'SQLite format 3\x00'
 WRITE_OPERATIONS = ('wal_checkpoint', 'analyze', 'optimize', 'vacuum')
+READ_OPERATIONS = ('stats', 'integrity_check', 'quick_check')
 
 
 def quote_identifier(name):
@@ -44,8 +46,12 @@ def _busy(path, busy_timeout, what):
                         % (path, busy_timeout, what))
 
 
-def connect(path, busy_timeout=5.0):
-    """Open an existing SQLite database read-write with a busy timeout; never creates a file."""
+def connect(path, busy_timeout=5.0, readonly=False):
+    """Open an existing SQLite database with a busy timeout; never creates a file.
+
+    readonly (check mode, read-only operations) opens it through sqlite_ro: nothing is written,
+    checkpointed or created, not even -shm.
+    """
     if not path:
         raise MaintenanceError('path is required for engine sqlite')
     if not os.path.exists(path):
@@ -60,8 +66,11 @@ def connect(path, busy_timeout=5.0):
     if header and header != SQLITE_HEADER:
         raise MaintenanceError('%s is not an SQLite database (bad header)' % path)
     try:
-        conn = sqlite3.connect('file:%s?mode=rw' % _url_quote(path),
-                               uri=True, timeout=float(busy_timeout), isolation_level=None)
+        if readonly:
+            conn = sqlite_ro.connect_readonly(path, busy_timeout, isolation_level=None)[0]
+        else:
+            conn = sqlite3.connect('file:%s?mode=rw' % _url_quote(path),
+                                   uri=True, timeout=float(busy_timeout), isolation_level=None)
         conn.execute('PRAGMA busy_timeout = %d' % int(float(busy_timeout) * 1000))
     except sqlite3.Error as exc:
         raise MaintenanceError('cannot open %s: %s' % (path, exc))
@@ -96,12 +105,18 @@ def _run(conn, path, busy_timeout, statement, params=()):
         raise MaintenanceError('%s failed on %s: %s' % (statement, path, exc))
 
 
+def _journal_mode(conn, path, busy_timeout):
+    """PRAGMA journal_mode, except that an immutable (check-mode) connection of a WAL file says 'delete'."""
+    mode = _run(conn, path, busy_timeout, 'PRAGMA journal_mode')[0][0]
+    return 'wal' if sqlite_ro.is_wal(path) else mode
+
+
 def stats(conn, path, busy_timeout=5.0, row_counts=True):
     """File size, pages, free pages, fragmentation % and row counts per table."""
     page_size = _run(conn, path, busy_timeout, 'PRAGMA page_size')[0][0]
     page_count = _run(conn, path, busy_timeout, 'PRAGMA page_count')[0][0]
     freelist = _run(conn, path, busy_timeout, 'PRAGMA freelist_count')[0][0]
-    journal_mode = _run(conn, path, busy_timeout, 'PRAGMA journal_mode')[0][0]
+    journal_mode = _journal_mode(conn, path, busy_timeout)
     tables = {}
     if row_counts:
         names = _run(conn, path, busy_timeout,
@@ -140,7 +155,7 @@ def _stat_snapshot(conn, path, busy_timeout):
 def wal_checkpoint(conn, path, busy_timeout=5.0, check_mode=False):
     """PRAGMA wal_checkpoint(TRUNCATE); changed when the WAL held frames. Busy when readers kept it."""
     before = _wal_size(path)
-    mode = _run(conn, path, busy_timeout, 'PRAGMA journal_mode')[0][0]
+    mode = _journal_mode(conn, path, busy_timeout)
     result = {'journal_mode': mode, 'wal_size_before': before, 'statement': 'PRAGMA wal_checkpoint(TRUNCATE)'}
     if mode.lower() != 'wal':
         result.update(changed=False, skipped='journal_mode is %s, not wal' % mode, wal_size_after=before)
@@ -247,7 +262,8 @@ def run_operations(path, operations, busy_timeout=5.0, check_mode=False, vacuum_
 
     When stats is asked for, it is taken before the first and after the last operation.
     """
-    conn = connect(path, busy_timeout)
+    readonly = check_mode or all(op in READ_OPERATIONS for op in operations)
+    conn = connect(path, busy_timeout, readonly)
     results = {}
     changed = False
     try:
@@ -263,7 +279,8 @@ def run_operations(path, operations, busy_timeout=5.0, check_mode=False, vacuum_
             results['stats_after'] = stats(conn, path, busy_timeout, row_counts)
     finally:
         conn.close()
-        match_owner(path)
+        if not readonly:
+            match_owner(path)
     return changed, results
 
 

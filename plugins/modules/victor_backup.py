@@ -31,6 +31,10 @@ description:
   - An archive can be restored without this collection, see C(docs/backup.md)
     (C(age -d -i key | zstd -d | tar -x)).
   - Runs of this module on one host serialise on a lock in O(work_dir).
+  - Repository content is not trusted (see C(docs/security.md)). Manifests whose archive name, file paths or
+    symlinks would lead outside the repository or the target are reported in RV(problems) and never followed
+    (not pruned, not restored); a symlink in the state directory that points outside it fails the backup
+    (a restore could not recreate it); O(state=revert) refuses a O(safety_copy) that overlaps O(target).
 author:
   - victor.ops maintainers (@victor-ops)
 requirements:
@@ -114,7 +118,22 @@ options:
     description:
       - age identity (private key) file used to decrypt for O(state=verify) and O(state=restore).
         Keep it mode 0600; it is passed to age as a file, never on the command line.
+      - A wrong identity fails with a message naming this file (never its content).
     type: path
+  age_identity:
+    description:
+      - The age identity (private key, C(AGE-SECRET-KEY-...)) as text, for O(state=verify) and O(state=restore)
+        on a node that does not keep the key, e.g. verifying an encrypted backup right after it was taken.
+      - Written mode 0600 into a fresh 0700 temporary directory for the run and removed afterwards;
+        never logged, never on a command line. Mutually exclusive with O(age_identity_file).
+    type: str
+  missing_ok:
+    description:
+      - With O(state=verify), O(state=prune) or O(state=restore), a local O(repository) that does not exist
+        fails by default (a typo must not look like "no backups"). V(true) treats it as holding no backup yet.
+      - A O(repository) that exists but is not a directory always fails.
+    type: bool
+    default: false
   backup_id:
     description: The backup to verify or restore; V(latest) or unset means the newest (see O(before)).
     type: str
@@ -157,8 +176,15 @@ options:
     type: bool
     default: true
   victor_version:
-    description: Victor version recorded in the manifest.
+    description:
+      - Victor version recorded in the manifest.
+      - Unset, it is read from the installed C(victor-ai) package metadata of O(victor_venv), else of the venv of
+        the C(victor) command on C(PATH); it stays null only when neither exists.
     type: str
+  victor_venv:
+    description: Victor's virtualenv, where O(victor_version) is read from when it is not given.
+    type: path
+    default: /opt/victor/current
   postgres_url:
     description:
       - URL of a PostgreSQL database to include (e.g. Victor's checkpoint database),
@@ -381,6 +407,9 @@ def argument_spec():
         keep_yearly=dict(type="int", default=0),
         record_verification=dict(type="bool", default=True),
         victor_version=dict(type="str"),
+        victor_venv=dict(type="path", default="/opt/victor/current"),
+        age_identity=dict(type="str", no_log=True),
+        missing_ok=dict(type="bool", default=False),
         postgres_url=dict(type="str", no_log=True),
         postgres_restore=dict(type="bool", default=True),
     )
@@ -411,10 +440,18 @@ def make_tools(module, params, need_age):
         age = module.get_bin_path("age", required=True)
     return bk.Tools(zstd=zstd, age=age, compression_level=params["compression_level"], threads=params["compression_threads"],
                     age_recipients=params["age_recipients"], age_recipients_file=params["age_recipients_file"],
-                    age_identity_file=params["age_identity_file"])
+                    age_identity_file=params["age_identity_file"],
+                    age_identity_label="given in age_identity" if params["age_identity"] else None)
 
 
 def validate(module, params):
+    try:
+        bk.refuse_nul(params)
+    except bk.BackupError as exc:
+        module.fail_json(msg=str(exc))
+    for key in ("lock_timeout", "compression_threads"):
+        if params[key] < 0:
+            module.fail_json(msg="%s must be 0 or more, got %d" % (key, params[key]))
     if not 1 <= params["compression_level"] <= 22:
         module.fail_json(msg="compression_level must be 1-22, got %d" % params["compression_level"])
     if params["storage"] == "s3" and not params["s3_bucket"]:
@@ -438,6 +475,15 @@ def validate(module, params):
 def run(module):
     params = dict(module.params)
     validate(module, params)
+    if params["age_identity"]:
+        # a private temporary directory, not work_dir: that may be the repository, which must not be created here
+        with bk.IdentityFile(params["age_identity"]) as identity:
+            params["age_identity_file"] = identity
+            return _run(module, params)
+    return _run(module, params)
+
+
+def _run(module, params):
     if not params["work_dir"]:
         params["work_dir"] = params["repository"] if params["storage"] == "local" else "/var/tmp/victor-backup"
     target = params["target"] or params["source"]
@@ -445,6 +491,7 @@ def run(module):
     state = params["state"]
 
     if state == "revert":
+        bk.check_revert(target, params["safety_copy"])  # in check mode too: refused is not "changed"
         if module.check_mode:
             result.update(changed=True, safety_copy=params["safety_copy"])
             return result
@@ -453,7 +500,7 @@ def run(module):
         return result
 
     store = make_store(module, params)
-    need_age = bool(params["age_recipients"] or params["age_recipients_file"] or params["age_identity_file"])
+    need_age = bool(params["age_recipients"] or params["age_recipients_file"] or params["age_identity_file"] or params["age_identity"])
 
     if state == "create":
         tools = make_tools(module, params, need_age)
@@ -469,14 +516,15 @@ def run(module):
         manifest = bk.create_backup(
             store, params["source"], params["work_dir"], tools, backup_type=params["type"], scope=params["scope"],
             include=params["include"], exclude=params["exclude"], include_cache=params["include_cache"],
-            victor_version=params["victor_version"], lock_timeout=params["lock_timeout"],
+            victor_version=params["victor_version"] or bk.detect_victor_version([params["victor_venv"]]),
+            lock_timeout=params["lock_timeout"],
             postgres=[postgres] if postgres else [])
         cleaned = manifest.pop("cleaned", [])
         result.update(changed=True, backup=bk.summary(manifest), manifest=manifest, cleaned=cleaned,
                       files=[f["path"] for f in manifest["files"] if f.get("stored", True)])
         return result
 
-    manifests, problems = store.list_manifests()
+    manifests, problems = bk.load_manifests(store, params["missing_ok"])
     result["problems"] = problems
 
     if state == "prune":
@@ -492,7 +540,10 @@ def run(module):
         result["changed"] = bool(plan["forget"])
         return result
 
-    chosen = bk.select_backup(manifests, params["backup_id"], params["before"], params["scope"] if state == "restore" else None)
+    try:
+        chosen = bk.select_backup(manifests, params["backup_id"], params["before"], params["scope"] if state == "restore" else None)
+    except bk.BackupError as exc:
+        raise bk.BackupError("; ".join([str(exc)] + problems[:5]))
     chain = bk.resolve_chain(manifests, chosen)
     tools = make_tools(module, params, need_age or any(m.get("encrypted") for m in chain))
     postgres = make_postgres(module, params, tools)
@@ -529,7 +580,7 @@ def main():
         argument_spec=argument_spec(),
         supports_check_mode=True,
         required_if=[("storage", "s3", ["s3_bucket"])],
-        mutually_exclusive=[("backup_id", "before")],
+        mutually_exclusive=[("backup_id", "before"), ("age_identity", "age_identity_file")],
     )
     try:
         result = run(module)

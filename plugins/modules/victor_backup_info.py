@@ -15,6 +15,10 @@ version_added: "0.1.0"
 description:
   - Lists the backups in a local directory or S3 repository, oldest first by the time recorded
     in their manifest (never by name). Only complete backups (with a manifest) are listed.
+  - A local O(repository) that does not exist fails (a typo must not look like "no backups")
+    unless O(missing_ok=true); one that is not a directory always fails.
+  - Manifests that are malformed (not an object, no time) or name paths outside the repository
+    are left out of RV(backups) and reported in RV(problems).
 author:
   - victor.ops maintainers (@victor-ops)
 extends_documentation_fragment:
@@ -31,6 +35,10 @@ options:
   since:
     description: Only backups taken at or after this time (ISO 8601; UTC when no zone is given).
     type: str
+  missing_ok:
+    description: V(true) lists a local O(repository) that does not exist as holding no backup (e.g. before the first backup).
+    type: bool
+    default: false
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -75,7 +83,7 @@ backups:
       encrypted: false
       verified: {"ok": true, "time": "2025-01-20T02:01:00.000000Z"}
 problems:
-  description: Manifests that could not be read.
+  description: Manifests that could not be read or were refused (malformed, or naming paths outside the repository).
   returned: always
   type: list
   elements: str
@@ -94,6 +102,7 @@ def argument_spec():
         filter_type=dict(type="str", choices=["full", "incremental"]),
         filter_scope=dict(type="str", choices=["full", "database", "config"]),
         since=dict(type="str"),
+        missing_ok=dict(type="bool", default=False),
     )
     return spec
 
@@ -108,11 +117,14 @@ def main():
     if params["storage"] == "s3" and not backup_s3.HAS_BOTO3:
         module.fail_json(msg=missing_required_lib("boto3 (Debian package python3-boto3)"), exception=str(backup_s3.BOTO3_IMPORT_ERROR))
     try:
+        bk.refuse_nul(params)
         store = backup_s3.make_store(params, "/var/tmp/victor-backup")
-        manifests, problems = store.list_manifests()
+        manifests, problems = bk.load_manifests(store, params["missing_ok"])
         chosen = bk.filter_manifests(manifests, params["filter_type"], params["filter_scope"], params["since"])
     except bk.BackupError as exc:
         module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg="%s: %s" % (exc.__class__.__name__, exc))
     module.exit_json(changed=False, backups=[bk.summary(m) for m in chosen], problems=problems)
 
 

@@ -41,7 +41,11 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Nothing is written; each writing operation returns C(would_run) and the statements it would run.
+    details:
+      - Nothing is written; each writing operation returns C(would_run) and the statements it would run.
+      - SQLite databases are opened read-only in a way that cannot checkpoint the WAL or create C(-wal)/C(-shm)
+        (C(mode=ro&readonly_shm=1), or C(immutable=1) when there is no C(-wal)); so are runs of only
+        C(stats), C(integrity_check) and C(quick_check).
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
@@ -281,6 +285,7 @@ from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import (
     ALL_OPERATIONS,
     DatabaseBusy,
     MaintenanceError,
+    check_numbers,
     check_operations,
 )
 from ansible_collections.victor.ops.plugins.module_utils import db_maintenance_postgres as pg
@@ -320,11 +325,10 @@ def argument_spec():
 
 def _run(module, operations):
     p = module.params
+    check_numbers(p)
     if p['engine'] == 'sqlite':
         if not p['path']:
             raise MaintenanceError('path is required for engine sqlite')
-        if p['busy_timeout'] <= 0:
-            raise MaintenanceError('busy_timeout must be greater than 0 (got %s)' % p['busy_timeout'])
         return lite.run_operations(p['path'], operations, p['busy_timeout'], module.check_mode, p['vacuum_mode'],
                                    p['vacuum_min_fragmentation'], p['row_counts'])
     problems = pg.option_problems(p)

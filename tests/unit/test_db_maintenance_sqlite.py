@@ -240,3 +240,111 @@ def test_missing_file_is_never_created(tmp_path):
     with pytest.raises(MaintenanceError):
         lite.connect(str(tmp_path / 'absent.db'))
     assert not (tmp_path / 'absent.db').exists()
+
+
+def _files(path):
+    """(size, mtime_ns, content) of the database and its side files; None when absent."""
+    result = {}
+    for suffix in ('', '-wal', '-shm'):
+        try:
+            info = os.stat(path + suffix)
+        except OSError:
+            result[suffix] = None
+            continue
+        with open(path + suffix, 'rb') as handle:
+            result[suffix] = (info.st_size, info.st_mtime_ns, handle.read())
+    return result
+
+
+_WRITER = '''
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("PRAGMA wal_autocheckpoint=0")
+conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+conn.executemany("INSERT INTO t (body) VALUES (?)", [(b"x" * 1000,)] * 500)
+conn.commit()
+if sys.argv[2] == "hold":
+    print("ready", flush=True)
+    sys.stdin.read()  # Victor: another process keeps the database open
+else:
+    import os
+    os._exit(0)  # a writer that crashed: -wal and -shm stay behind
+'''
+
+
+@pytest.mark.parametrize('writer', ['held', 'crashed', 'none'])
+@pytest.mark.parametrize('operations, check_mode', [
+    (['stats'], True),
+    (['stats', 'integrity_check'], False),
+    (['stats', 'wal_checkpoint', 'analyze', 'vacuum'], True),
+])
+def test_read_only_runs_never_write_create_or_checkpoint(tmp_path, capsys, writer, operations, check_mode):
+    """Issue 13: a check-mode stats on a WAL database grew victor.db and removed -wal (checkpoint on close)."""
+    import subprocess
+    import sys
+    path = str(tmp_path / 'victor.db')
+    proc = subprocess.Popen([sys.executable, '-c', _WRITER, path, 'hold' if writer == 'held' else 'exit'],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if writer == 'held':
+            assert proc.stdout.readline().strip() == 'ready'
+        else:
+            proc.wait()
+        if writer == 'none':
+            conn = sqlite3.connect(path)  # the last connection closes cleanly: no -wal, no -shm
+            conn.execute('SELECT count(*) FROM t').fetchall()
+            conn.close()
+        before = _files(path)
+        assert (before['-wal'] is not None) == (writer != 'none') and sqlite_ro_is_wal(path)
+        time.sleep(0.01)  # a write now would move an mtime
+        failed, result = run_module({'engine': 'sqlite', 'path': path, 'operations': operations}, capsys, check_mode=check_mode)
+        assert not failed, result
+        assert result['report']['stats']['tables'] == {'t': 500}  # the WAL's rows are seen
+        assert result['report']['stats']['journal_mode'] == 'wal'
+        assert _files(path) == before
+    finally:
+        if proc.poll() is None:
+            proc.stdin.close()
+            proc.wait()
+
+
+def sqlite_ro_is_wal(path):
+    from ansible_collections.victor.ops.plugins.module_utils import sqlite_ro
+    return sqlite_ro.is_wal(path)
+
+
+def test_readonly_opener_reports_a_wal_it_cannot_read_without_writing(tmp_path):
+    """-wal without -shm: reading the frames would create -shm, so the main file is read and that is said."""
+    from ansible_collections.victor.ops.plugins.module_utils import sqlite_ro
+    path = str(tmp_path / 'v.db')
+    conn = sqlite3.connect(path)
+    conn.execute('PRAGMA journal_mode=WAL')
+    conn.execute('CREATE TABLE t (x)')
+    conn.commit()
+    conn.close()
+    with open(path + '-wal', 'wb') as handle:
+        handle.write(b'\0' * 32)
+    ro, info = sqlite_ro.connect_readonly(path)
+    try:
+        assert ro.execute('SELECT count(*) FROM t').fetchone() == (0,)
+    finally:
+        ro.close()
+    assert info == {'read_mode': 'immutable', 'wal_ignored': True}
+    assert not os.path.exists(path + '-shm')
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'busy_timeout': float('nan')}, 'busy_timeout must be a finite number'),
+    ({'busy_timeout': -1.0}, 'busy_timeout must be greater than 0'),
+    ({'vacuum_min_fragmentation': float('nan')}, 'vacuum_min_fragmentation must be a finite number'),
+    ({'vacuum_min_fragmentation': 101.0}, 'percentage'),
+    ({'lock_threshold': -5.0}, 'lock_threshold must be at least 0'),
+    ({'lock_threshold': float('inf')}, 'lock_threshold must be a finite number'),
+    ({'connect_timeout': 0}, 'connect_timeout must be greater than 0'),
+    ({'connect_timeout': -1}, 'connect_timeout must be greater than 0'),
+    ({'min_dead_tuples': -1}, 'min_dead_tuples must be at least 0'),
+])
+def test_nan_and_negative_numbers_are_refused(args, message, fragmented, capsys):
+    failed, result = run_module(dict({'engine': 'sqlite', 'path': fragmented, 'operations': ['stats']}, **args), capsys)
+    assert failed and message in result['msg'], result['msg']
