@@ -277,6 +277,8 @@ class S3Store:
                 try:
                     body = self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"].read()
                     manifest = json.loads(body.decode("utf-8"))
+                    if not isinstance(manifest, dict):
+                        raise ValueError("not a JSON object")
                     if manifest.get("id") + MANIFEST_SUFFIX != name:
                         raise ValueError("id does not match the key")
                     result.append(manifest)

@@ -127,3 +127,12 @@ def test_prune_deletes_manifest_and_archive(moto, tmp_path):
     store.delete(old)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="victor-d")["Contents"]]
     assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted([new["id"] + bk.MANIFEST_SUFFIX, new["archive"]["name"]])
+
+
+@pytest.mark.parametrize("body", [b"[]", b"null", b"{}", b"7"])
+def test_manifest_that_is_not_an_object_is_reported_not_a_traceback(moto, tmp_path, body):
+    store, client = _store(moto, "victor-m", tmp_path)
+    client.put_object(Bucket="victor-m", Key="victor/backups/20260101T000000Z-full.manifest.json", Body=body)
+    manifests, problems = store.list_manifests()
+    assert all(m.get("id") != "20260101T000000Z-full" for m in manifests)
+    assert any("20260101T000000Z-full" in p for p in problems), problems
