@@ -77,6 +77,10 @@ STATIC_ROOT = _RUN + "/static"
 LOG_ROOT = _RUN + "/log"
 COLOR_LOGS = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+# A test server, not a development one: no query recording, no debug toolbar (several
+# times faster on a busy machine).
+DEBUG = SQL_DEBUG = False
+MIDDLEWARE = [m for m in MIDDLEWARE if "debug_toolbar" not in m]  # noqa: F821  (the including scope's)
 '''
 
 
@@ -142,7 +146,7 @@ def run(cmd, logfile, **kwargs):
     with open(logfile, "a") as out:
         out.write("\n$ %s\n" % " ".join(map(str, cmd)))
         out.flush()
-        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False, **kwargs)
     if result.returncode:
         raise RuntimeError("%s failed (exit %d); see %s" % (cmd[0], result.returncode, logfile))
 
@@ -165,6 +169,16 @@ class Build:
         self.pgdata = self.dir / "pgdata"
         self.ready = self.dir / "ready"
         self.log = self.dir / "build.log"
+        self.awx_src = self.src / self.found["awx"].name[: -len(".tar.gz")]
+
+    def write_settings(self):
+        """(Re)write AWX's local settings: part of this file, not of the cached build."""
+        path = self.awx_src / "awx/settings/local_settings.py"
+        text = LOCAL_SETTINGS % {"port": PG_PORT}
+        if not path.exists() or path.read_text() != text:
+            tmp = path.with_suffix(".tmp%d" % os.getpid())
+            tmp.write_text(text)
+            os.replace(tmp, path)
 
     def ensure(self):
         """Build unless ready; a lock keeps two concurrent runs from building twice."""
@@ -189,9 +203,9 @@ class Build:
         for archive in self.found.values():
             with tarfile.open(archive) as tar:
                 tar.extractall(self.src, filter="data")
-        awx_src = self.src / self.found["awx"].name[: -len(".tar.gz")]
+        awx_src = self.awx_src
         (awx_src / "VERSION").write_text(AWX_VERSION + "\n")
-        (awx_src / "awx/settings/local_settings.py").write_text(LOCAL_SETTINGS % {"port": PG_PORT})
+        self.write_settings()
         reqs = self.dir / "requirements.txt"
         lines = (awx_src / "requirements/requirements.txt").read_text().splitlines()
         reqs.write_text("\n".join(line for line in lines if not line.startswith(SKIPPED_REQUIREMENTS)) + "\n")
@@ -248,6 +262,7 @@ class Server:
             DJANGO_SUPERUSER_PASSWORD=self.password,
             PATH=str(build.venv / "bin") + os.pathsep + os.environ.get("PATH", ""),
         )
+        build.write_settings()
         self.env.pop("VIRTUAL_ENV", None)
         self.env.pop("PYTHONPATH", None)
         for sub in ("projects", "job_status", "static", "log", "pg-socket"):
@@ -290,7 +305,7 @@ class Server:
         self._wait_for("redis", redis_sock.exists, 30)
 
     def _pg_ready(self):
-        return subprocess.run([PG_BIN / "pg_isready", "-q", "-h", self.run_dir / "pg-socket", "-p", PG_PORT],
+        return subprocess.run([PG_BIN / "pg_isready", "-q", "-U", "postgres", "-h", self.run_dir / "pg-socket", "-p", PG_PORT],
                               check=False).returncode == 0
 
     def manage(self, args):

@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import jinja2
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,7 +135,12 @@ def test_schedules(api, first_run):
         assert (schedule["rrule"], schedule["unified_job_template"], schedule["enabled"]) == (
             declared["rrule"], jt["id"], declared.get("enabled", True))
         assert schedule["description"] == declared.get("description", "")
-        assert (schedule["extra_data"] or {}) == declared.get("extra_data", {})
+        # The playbook answers the template's survey with its defaults (AWX refuses a
+        # schedule leaving a required question unanswered), then the schedule's own data.
+        survey = next(t for t in VARS["victor_awx_job_templates"] if t["name"] == declared["job_template"]).get("survey", [])
+        expected = {q["variable"]: q["default"] for q in survey if "default" in q}
+        expected.update(declared.get("extra_data", {}))
+        assert (schedule["extra_data"] or {}) == expected
         assert schedule["next_run"], "AWX computes the next run from the rrule"
 
 
@@ -144,27 +148,16 @@ def test_schedules(api, first_run):
 
 
 def test_second_run_changes_nothing_and_verbose_output_holds_no_secret(playbook, awx, token, first_run):
-    result = playbook("-vvv", json_output=False, oauth_token=token)
+    """The second run logs in with username and password instead of the token, at -vvv."""
+    result = playbook("-vvv", json_output=False, username="admin", password=awx.password)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     assert changed_count(result) == 0, output[-6000:]
-    assert "<127.0.0.1>" in output or "ESTABLISH LOCAL CONNECTION" in output  # really -vvv
-    for secret in [token, *VAULT_PASSWORDS.values()]:
+    assert "ESTABLISH LOCAL CONNECTION" in output  # really -vvv
+    for secret in [awx.password, token, *VAULT_PASSWORDS.values()]:
         assert secret not in output
-
-
-def test_check_mode_reports_drift_and_changes_nothing(playbook, api, awx, token, first_run):
-    jt = api.one("job_templates", VARS["victor_awx_job_templates"][0]["name"])
-    code, _ = api.call("PATCH", "/api/v2/job_templates/%d/" % jt["id"], {"description": "drifted"})
-    assert code == 200
-    result = playbook("--check", oauth_token=token)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert changed_count(result) >= 1  # it sees the drift
-    assert api.one("job_templates", jt["name"])["description"] == "drifted"  # and leaves it
-    # A real run puts it back (and proves --check would have changed the right thing).
-    result = playbook(oauth_token=token)
-    assert result.returncode == 0 and changed_count(result) >= 1
-    assert api.one("job_templates", jt["name"])["description"] == VARS["victor_awx_job_templates"][0]["description"]
+    for secret in [token, *VAULT_PASSWORDS.values()]:
+        assert secret not in first_run.stdout + first_run.stderr
 
 
 def test_wrong_password_fails_cleanly_without_echoing_it(playbook, awx, first_run):
@@ -186,8 +179,11 @@ def test_wrong_token_fails_cleanly_without_echoing_it(playbook, awx, first_run):
     assert wrong not in output
 
 
-def test_username_and_password_work_too(playbook, api, awx, first_run):
-    result = playbook(username="admin", password=awx.password)
+def test_check_mode_reports_drift_and_changes_nothing(playbook, api, awx, token, first_run):
+    jt = api.one("job_templates", VARS["victor_awx_job_templates"][0]["name"])
+    code, body = api.call("PATCH", "/api/v2/job_templates/%d/" % jt["id"], {"description": "drifted"})
+    assert code == 200, body
+    result = playbook("--check", oauth_token=token)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert changed_count(result) == 0
-    assert awx.password not in result.stdout + result.stderr
+    assert changed_count(result) == 1  # it sees the drift, and only that
+    assert api.one("job_templates", jt["name"])["description"] == "drifted"  # and leaves it

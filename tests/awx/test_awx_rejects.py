@@ -103,7 +103,9 @@ def test_the_playbook_reports_awx_rejection_clearly(playbook, token, first_run, 
     broken = copy.deepcopy(VARS["victor_awx_job_templates"][:1])
     broken[0].update(name="victor.ops broken template", playbook="playbooks/no_such_playbook.yml")
     extra = tmp_path / "broken.yml"
-    extra.write_text(yaml.safe_dump({"victor_awx_job_templates": broken, "victor_awx_schedules": []}), encoding="utf-8")
+    # Only the broken template (the other objects exist from the first run): a short run.
+    extra.write_text(yaml.safe_dump({"victor_awx_job_templates": broken, "victor_awx_schedules": [], "victor_awx_credential_types": [],
+                                     "victor_awx_credentials": [], "victor_awx_inventories": []}), encoding="utf-8")
     result = playbook("-e", "@%s" % extra, json_output=False, oauth_token=token)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-4000:]
