@@ -368,6 +368,12 @@ def main(argv):
         print(build.dir)
         return 0
     if argv[1:] == ["serve"]:
+        def interrupt(*_args):
+            raise KeyboardInterrupt
+
+        # Also when started in the background, where SIGINT is ignored: stop cleanly.
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
         run_dir = tempfile.mkdtemp(prefix="victor-awx-")
         server = start(run_dir)
         try:
