@@ -25,7 +25,7 @@ export ANSIBLE_FORCE_COLOR      := 0
 host-packages:
 	@$(STAGE) host-packages bash -c 'scripts/host_packages.sh 2>&1 | grep -v -e needrestart -e debconf; exit $${PIPESTATUS[0]}'
 
-.PHONY: help test demo fuzz integration host-packages venv docker wheelhouse images collection lint sanity unit molecule molecule-dev molecule-destroy molecule-all bench-zero-downtime build clean
+.PHONY: help test demo fuzz integration awx host-packages venv docker wheelhouse images collection lint sanity unit molecule molecule-dev molecule-destroy molecule-all bench-zero-downtime build clean
 
 help:
 	@sed -n '2,6p' Makefile
@@ -34,7 +34,7 @@ help:
 test:
 	@rm -rf .cache/stages.tsv .cache/logs
 	@$(MAKE) --no-print-directory host-packages venv docker wheelhouse images collection
-	@$(MAKE) --no-print-directory -k lint sanity unit integration molecule-all; rc=$$?; \
+	@$(MAKE) --no-print-directory -k lint sanity unit integration awx molecule-all; rc=$$?; \
 	  awk -F '\t' '$$2 != 0 {print $$1 "\t" $$4}' .cache/stages.tsv | while IFS=$$'\t' read -r failed log; do \
 	    printf '\n---- end of the failed stage "%s" (%s) ----\n' "$$failed" "$$log"; tail -n 60 "$$log"; done; \
 	  printf '\nstage\texit\tseconds\tlog\n'; cat .cache/stages.tsv; \
@@ -78,6 +78,11 @@ fuzz: venv collection
 ## Tests against real services started on the host (PostgreSQL, Redis, moto, ansible-runner).
 integration: venv collection
 	@$(STAGE) integration bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE $(or $(ARGS),tests/integration)'
+
+## A real AWX API server (built once per machine, cached; see docs/awx.md) and
+## playbooks/awx_configure.yml against it.
+awx: venv collection
+	@$(STAGE) awx bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE -s tests/awx'
 
 ## One scenario: make molecule SCENARIO=victor_health
 molecule: venv collection
