@@ -165,6 +165,13 @@ def policy_problems(docs):
                 for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                     if container.get(probe, {}).get("httpGet", {}).get("path") != "/health":
                         problems.append("%s: no %s on /health" % (cname, probe))
+        if kind in ("StatefulSet", "Deployment"):
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            if not any(p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+                       and p["spec"]["policyTypes"] == ["Ingress", "Egress"] for p in _kinds(docs, "NetworkPolicy")):
+                problems.append("%s: no NetworkPolicy for ingress and egress" % name)
+            if pod.get("serviceAccountName") not in [a["metadata"]["name"] for a in _kinds(docs, "ServiceAccount")]:
+                problems.append("%s: no own ServiceAccount" % name)
         if kind == "Deployment" and any(m["mountPath"] == HOME for c in pod["containers"] for m in c.get("volumeMounts", [])):
             problems.append("%s: a Deployment surges a second pod onto the same state (use a StatefulSet)" % name)
     for hpa in _kinds(docs, "HorizontalPodAutoscaler"):
@@ -211,9 +218,11 @@ def test_policy_catches_the_defects_of_issue_18(run):
     container["securityContext"] = {}
     del pod["securityContext"]["runAsNonRoot"]
     _one(docs, "Ingress")["metadata"]["annotations"] = {}
+    docs = [d for d in docs if d["kind"] not in ("NetworkPolicy", "ServiceAccount")]
     problems = "\n".join(policy_problems(docs))
     for expected in ("HOME is not on a PersistentVolumeClaim", "no limits", "no startupProbe", "may run as root",
-                     "privilege escalation", "writable root", "without sticky routing"):
+                     "privilege escalation", "writable root", "without sticky routing", "no NetworkPolicy",
+                     "no own ServiceAccount"):
         assert expected in problems
 
 
