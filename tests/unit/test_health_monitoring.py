@@ -192,7 +192,8 @@ def test_alertmanager_config_with_every_receiver_passes_amtool(tmp_path):
     run = _render(tmp_path, 'alertmanager.yml.j2', dict(
         victor_monitoring_alertmanager_receivers=receivers, victor_monitoring_smtp_smarthost='smtp.example.com:587',
         victor_monitoring_smtp_from='victor@example.com', victor_monitoring_smtp_auth_username='victor',
-        victor_monitoring_smtp_auth_password='SECRET-SMTP', victor_monitoring_alertmanager_routes=[{'matchers': ['severity="critical"'], 'receiver': 'ops-pager'}]))
+        victor_monitoring_smtp_auth_password='SECRET-SMTP',
+        victor_monitoring_alertmanager_routes=[{'matchers': ['severity="critical"'], 'receiver': 'ops-pager'}]))
     assert run.returncode == 0, run.stdout[-3000:]
     assert 'SECRET' not in run.stdout
     check = subprocess.run([_tool('amtool'), 'check-config', str(tmp_path / 'out.yml')], capture_output=True, text=True, check=False)

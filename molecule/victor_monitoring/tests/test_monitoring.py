@@ -71,6 +71,10 @@ def _received(host):
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def _notified(host, alertname, status):
+    return [a for a in _received(host) if a['alertname'] == alertname and a['status'] == status]
+
+
 def _record(name, seconds):
     TIMES[name] = round(seconds, 1)
     with open(os.path.join(EPHEMERAL, 'time_to_alert.json'), 'w') as out:
@@ -176,12 +180,10 @@ def test_victor_down_reaches_the_webhook_and_resolves(host):
     try:
         _wait('the webhook receiver', lambda: host.run('python3 -c "import socket; socket.create_connection((\'127.0.0.1\', 9999), 1)"').rc == 0, 20)
         host.run_test('systemctl stop victor-api')
-        elapsed, _ = _wait('VictorDown at the webhook', lambda: [a for a in _received(host)
-                                                                if a['alertname'] == 'VictorDown' and a['status'] == 'firing'], ALERT_BOUND)
+        elapsed, _ = _wait('VictorDown at the webhook', lambda: _notified(host, 'VictorDown', 'firing'), ALERT_BOUND)
         _record('victor_down_to_webhook_s', elapsed)
         host.run_test('systemctl start victor-api')
-        elapsed, _ = _wait('VictorDown resolved at the webhook', lambda: [a for a in _received(host)
-                                                                         if a['alertname'] == 'VictorDown' and a['status'] == 'resolved'], RESOLVE_BOUND)
+        elapsed, _ = _wait('VictorDown resolved at the webhook', lambda: _notified(host, 'VictorDown', 'resolved'), RESOLVE_BOUND)
         _record('victor_start_to_resolved_s', elapsed)
     finally:
         host.run('systemctl start victor-api')
