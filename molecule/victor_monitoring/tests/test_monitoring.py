@@ -75,6 +75,10 @@ def _notified(host, alertname, status):
     return [a for a in _received(host) if a['alertname'] == alertname and a['status'] == status]
 
 
+def _firing(host, alertname):
+    return [a for a in _get(host, PROM + '/api/v1/alerts')['data']['alerts'] if a['labels']['alertname'] == alertname and a['state'] == 'firing']
+
+
 def _record(name, seconds):
     TIMES[name] = round(seconds, 1)
     with open(os.path.join(EPHEMERAL, 'time_to_alert.json'), 'w') as out:
@@ -99,7 +103,7 @@ def test_every_target_is_up(host):
             and all(v == '1' for v in jobs.values()) else None
     _wait('every scrape target up', all_up, 60)
     # /health through blackbox (JSON says healthy) and through nginx
-    _wait('probes succeed', lambda: [r for r in _query(host, 'probe_success == 1')] if len(_query(host, 'probe_success == 1')) == 2 else None, 30)
+    _wait('probes succeed', lambda: len(_query(host, 'probe_success == 1')) == 2, 30)
 
 
 def test_textfile_metrics_of_health_and_backup_are_scraped(host):
@@ -180,10 +184,10 @@ def test_victor_down_reaches_the_webhook_and_resolves(host):
     try:
         _wait('the webhook receiver', lambda: host.run('python3 -c "import socket; socket.create_connection((\'127.0.0.1\', 9999), 1)"').rc == 0, 20)
         host.run_test('systemctl stop victor-api')
-        elapsed, _ = _wait('VictorDown at the webhook', lambda: _notified(host, 'VictorDown', 'firing'), ALERT_BOUND)
+        elapsed = _wait('VictorDown at the webhook', lambda: _notified(host, 'VictorDown', 'firing'), ALERT_BOUND)[0]
         _record('victor_down_to_webhook_s', elapsed)
         host.run_test('systemctl start victor-api')
-        elapsed, _ = _wait('VictorDown resolved at the webhook', lambda: _notified(host, 'VictorDown', 'resolved'), RESOLVE_BOUND)
+        elapsed = _wait('VictorDown resolved at the webhook', lambda: _notified(host, 'VictorDown', 'resolved'), RESOLVE_BOUND)[0]
         _record('victor_start_to_resolved_s', elapsed)
     finally:
         host.run('systemctl start victor-api')
@@ -198,8 +202,7 @@ def test_old_backup_fires_the_backup_alert(host):
     # temp + rename, like the roles write it: node_exporter never reads half a file
     host.run_test("cat > %s.tmp <<'EOF'\n%sEOF\nmv %s.tmp %s" % (path, text, path, path))
     try:
-        elapsed, _ = _wait('VictorBackupTooOld firing', lambda: [a for a in _get(host, PROM + '/api/v1/alerts')['data']['alerts']
-                                                                 if a['labels']['alertname'] == 'VictorBackupTooOld' and a['state'] == 'firing'], 60)
+        elapsed = _wait('VictorBackupTooOld firing', lambda: _firing(host, 'VictorBackupTooOld'), 60)[0]
         _record('old_backup_to_firing_s', elapsed)
     finally:
         host.run_test("cat > %s.tmp <<'EOF'\n%sEOF\nmv %s.tmp %s" % (path, saved, path, path))
