@@ -81,8 +81,8 @@ def test_markdown_report_has_one_line_per_host():
 def test_prometheus_textfile():
     path = os.path.join(EPHEMERAL, 'textfile', 'victor_health.prom')
     text = open(path).read()
-    assert 'victor_health_status{host="%s"} 0\n' % HOST in text
-    assert 'victor_health_check_status{host="%s",check="service:victor-api"} 0\n' % HOST in text
+    assert 'victor_ops_health_status{host="%s"} 0\n' % HOST in text
+    assert 'victor_ops_health_check_status{host="%s",check="service:victor-api"} 0\n' % HOST in text
     promtool = shutil.which('promtool')
     if promtool:  # tests/host-packages.txt installs prometheus; the format check then runs
         with open(path) as stream:
