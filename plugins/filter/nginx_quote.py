@@ -8,7 +8,8 @@ name: nginx_quote
 short_description: Quote a value as one argument of an nginx directive
 version_added: 1.0.0
 description:
-  - Returns the value unchanged when it only holds letters, digits and C(_ . : / @ + = , [ ] -); otherwise returns
+  - >-
+    Returns the value unchanged when it only holds letters, digits and C(_ . : / @ + = , [ ] -); otherwise returns
     it in double quotes with C(\\) and C(") escaped, so C(;), C({), C(}), C(#), spaces and line breaks stay inside one
     argument and can never end the directive or open a block.
   - nginx expands C($name) even inside quotes and has no escape for it, and a NUL cannot be written into the file,

@@ -8,10 +8,11 @@ name: systemd_quote
 short_description: Quote a value as one word of a systemd unit file line
 version_added: 1.0.0
 description:
-  - Returns the value unchanged when it only holds letters, digits and C(_ @ + = : , . / -); otherwise
+  - >-
+    Returns the value unchanged when it only holds letters, digits and C(_ @ + = : , . / -); otherwise
     returns it in double quotes with C-style escapes, so a line break, quote or control character stays inside
     the word and can never start another directive.
-  - C(%) is doubled (systemd specifiers); in O(context=exec) C($) is doubled too (no variable expansion).
+  - 'C(%) is doubled (systemd specifiers); in O(context=exec) C($) is doubled too (no variable expansion).'
   - A NUL character cannot be written into a unit file and is refused.
 options:
   _input:
