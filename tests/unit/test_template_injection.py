@@ -21,6 +21,8 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar, trust_as_template
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
+# role files are templates to Ansible, inventory values (the overrides here) are not
+from test_nginx_lb_template import _trusted
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ROOT / "roles"
@@ -35,17 +37,6 @@ PROPERTY = settings(max_examples=max(30, settings.default.max_examples // 10), d
 
 # victor.ops.* filters are found through the collection loader, as ansible-playbook does.
 init_plugin_loader()
-
-
-def _trusted(value):
-    """Role files are templates to Ansible; inventory values (the overrides) are not."""
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, list):
-        return [_trusted(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _trusted(item) for key, item in value.items()}
-    return value
 
 
 @lru_cache(maxsize=None)
