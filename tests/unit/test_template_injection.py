@@ -207,7 +207,7 @@ def unit_parse(text):
         if line.startswith("["):
             section = line
             continue
-        key, _, value = line.partition("=")
+        key, value = line.split("=", 1) if "=" in line else (line, "")
         keys.append((section, key))
         values.setdefault(key, []).append(value)
     return keys, values
@@ -316,7 +316,8 @@ def test_logrotate_hostile_values_are_refused_or_stay_one_word(name, valid, host
 
 @lru_cache(maxsize=None)
 def _logrotate_shape():
-    header, directives, _ = logrotate_parse(_logrotate())
+    header, directives, scripts = logrotate_parse(_logrotate())
+    assert "prerotate" in scripts
     return len(header.split()), directives
 
 
@@ -403,7 +404,7 @@ NGINX_HOSTVARS = {"victor_nginx_lb_address": "10.0.0.5", "ansible_host": "api.ex
 
 @lru_cache(maxsize=None)
 def _nginx_shape(method):
-    return [(block, name) for block, name, _ in nginx_directives(nginx_render(victor_nginx_lb_method=method,
+    return [(block, name) for block, name, args in nginx_directives(nginx_render(victor_nginx_lb_method=method,
                                                                               victor_nginx_lb_rate_limit="10r/s"))]
 
 
@@ -422,7 +423,7 @@ def test_nginx_hostile_values_are_refused_or_stay_one_argument(name, hostile):
         return
     conf = nginx_render(**kwargs)
     assume(conf is not None)  # refused by the quoting filter: nothing written
-    assert [(block, directive) for block, directive, _ in nginx_directives(conf)] == _nginx_shape(method)
+    assert [(block, directive) for block, directive, args in nginx_directives(conf)] == _nginx_shape(method)
 
 
 # ---------------------------------------------------------------- systemd: victor_backup and victor_deploy
@@ -474,8 +475,7 @@ def test_backup_unit_paths_are_refused_or_quoted(name, hostile):
         return
     unit = render_or_error(BACKUP, "victor-backup@.service.j2", **{name: value})
     assume(unit is not None)
-    keys, values = unit_parse(unit)
-    assert keys == unit_parse(render(BACKUP, "victor-backup@.service.j2"))[0]
+    assert unit_parse(unit)[0] == unit_parse(render(BACKUP, "victor-backup@.service.j2"))[0]
 
 
 DEPLOY_VALID = {"victor_deploy_version": "0.9.5"}
@@ -529,7 +529,7 @@ def test_deploy_environment_is_refused_or_one_line_per_variable(name, value):
     environment = {name: value}
     if refusals(DEPLOY, "validate.yml", **DEPLOY_VALID, victor_deploy_environment=environment):
         return
-    keys, _ = unit_parse(render(DEPLOY, "victor.env.j2", **DEPLOY_VALID, victor_deploy_environment=environment))
+    keys = unit_parse(render(DEPLOY, "victor.env.j2", **DEPLOY_VALID, victor_deploy_environment=environment))[0]
     assert keys == [("", "HOME"), ("", "VICTOR_LOG_LEVEL"), ("", name)]
 
 
