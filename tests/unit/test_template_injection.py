@@ -20,6 +20,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar, trust_as_template
+from ansible.utils.collection_loader import AnsibleCollectionConfig
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 # role files are templates to Ansible, inventory values (the overrides here) are not
 from test_nginx_lb_template import _trusted
@@ -35,8 +36,10 @@ HOSTILE = st.text(alphabet=st.sampled_from(PWNED_ALPHABET + "aZ09.-_/:@"), min_s
 PROPERTY = settings(max_examples=max(30, settings.default.max_examples // 10), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
-# victor.ops.* filters are found through the collection loader, as ansible-playbook does.
-init_plugin_loader()
+# victor.ops.* filters are found through the collection loader, as ansible-playbook does
+# (test_nginx_lb_template may have set it up already).
+if AnsibleCollectionConfig.collection_finder is None:
+    init_plugin_loader()
 
 
 @lru_cache(maxsize=None)
