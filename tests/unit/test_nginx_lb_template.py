@@ -5,10 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
+from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar, trust_as_template
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "victor_nginx_lb"
 BACKENDS = ["api-1", "api-2", "api-3"]
+
+# the template quotes with victor.ops.nginx_quote, found through the collection loader as in a play
+init_plugin_loader()
 
 
 def _trusted(value):

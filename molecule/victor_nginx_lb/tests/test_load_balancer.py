@@ -122,8 +122,8 @@ def test_maintenance_variable_switches_without_reload(host):
 
 def test_config_nginx_rejects_never_replaces_the_running_one(host):
     before = _nginx_state(host)
-    # passes the role's own checks, nginx -t rejects it
-    rc, out = _playbook({"victor_nginx_lb_client_max_body_size": "10q"})
+    # passes the role's own checks (digits and a unit), nginx -t rejects it (the size overflows)
+    rc, out = _playbook({"victor_nginx_lb_client_max_body_size": "99999999999999999999m"})
     assert rc != 0
     assert "client_max_body_size" in out and "invalid value" in out
     assert _nginx_state(host) == before
@@ -132,6 +132,7 @@ def test_config_nginx_rejects_never_replaces_the_running_one(host):
 
 BAD_INPUT = [
     ({"victor_nginx_lb_backend_group": "victor_empty"}, "victor_nginx_lb_backend_group"),
+    ({"victor_nginx_lb_client_max_body_size": "10m; include /etc/shadow"}, "victor_nginx_lb_client_max_body_size"),
     ({"victor_nginx_lb_weight": 0}, "victor_nginx_lb_weight"),
     ({"victor_nginx_lb_proxy_read_timeout": -5}, "victor_nginx_lb_proxy_read_timeout"),
     ({"victor_nginx_lb_tls_certificate": "/etc/ssl/victor-lb/missing.pem"}, "victor_nginx_lb_tls_certificate"),
@@ -139,7 +140,7 @@ BAD_INPUT = [
 
 
 def test_bad_input_fails_before_touching_nginx(host):
-    """The four runs only read, so they run side by side."""
+    """The runs only read, so they run side by side."""
     before = _nginx_state(host)
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(BAD_INPUT)) as pool:
         results = list(pool.map(_playbook, [extra_vars for extra_vars, variable in BAD_INPUT]))
