@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,8 +55,10 @@ def test_role_defaults_are_declared_in_argument_specs():
         if not defaults_file.is_file():
             continue
         defaults = yaml.safe_load(defaults_file.read_text(encoding="utf-8")) or {}
-        specs = _yaml(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
-        assert sorted(set(defaults) - set(specs)) == [], role.name
+        # declared by an entry point of the role (main, or the one that uses it: rollback, restore_kubernetes ...)
+        entry_points = _yaml(role / "meta" / "argument_specs.yml")["argument_specs"].values()
+        specs = set().union(*(entry.get("options", {}) for entry in entry_points))
+        assert sorted(set(defaults) - specs) == [], role.name
 
 
 def _fqcn_collections_used():
@@ -84,3 +87,26 @@ def test_requirements_yml_and_execution_environment_list_the_galaxy_dependencies
     ee_collections = {c['name'] for c in ee['dependencies']['galaxy']['collections']}
     assert requirements == galaxy
     assert ee_collections == galaxy
+
+
+def _module_utils_closure(start):
+    """start and every plugins/module_utils file it imports, directly or not."""
+    found, todo = set(), [start]
+    pattern = re.compile(r'module_utils(?: import |\.)([a-z_]+)')
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        text = (ROOT / 'plugins' / 'module_utils' / name).read_text(encoding='utf-8')
+        todo.extend(m + '.py' for m in pattern.findall(text) if (ROOT / 'plugins' / 'module_utils' / (m + '.py')).exists())
+    return found
+
+
+@pytest.mark.parametrize('role, variable', [('victor_backup', '__victor_backup_module_utils'),
+                                            ('victor_deploy', '__victor_deploy_k8s_backup_modules')])
+def test_backup_cli_copies_carry_every_module_it_imports(role, variable):
+    # the timers (systemd) and the Kubernetes CronJob run backup_cli.py from a copy of these files
+    copied = set(yaml.safe_load((ROOT / 'roles' / role / 'vars' / 'main.yml').read_text(encoding='utf-8'))[variable])
+    missing = _module_utils_closure('backup_cli.py') - copied
+    assert not missing, '%s lacks %s' % (variable, sorted(missing))
