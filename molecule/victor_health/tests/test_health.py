@@ -72,6 +72,13 @@ def test_json_report_says_healthy():
     assert checks['latency:/health']['value'] < 2000
 
 
+def test_reports_are_not_world_readable():
+    # they quote Victor's log lines and error messages
+    for pattern in ('victor-health-*.json', 'victor-health-*.md'):
+        assert os.stat(_newest(pattern)).st_mode & 0o777 == 0o640
+    assert os.stat(os.path.join(EPHEMERAL, 'reports')).st_mode & 0o777 == 0o750
+
+
 def test_markdown_report_has_one_line_per_host():
     text = open(_newest('victor-health-*.md')).read()
     assert 'Overall: **healthy**' in text
