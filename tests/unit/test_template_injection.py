@@ -407,8 +407,8 @@ NGINX_HOSTVARS = {"victor_nginx_lb_address": "10.0.0.5", "ansible_host": "api.ex
 
 @lru_cache(maxsize=None)
 def _nginx_shape(method):
-    return [(block, name) for block, name, args in nginx_directives(nginx_render(victor_nginx_lb_method=method,
-                                                                              victor_nginx_lb_rate_limit="10r/s"))]
+    rendered = nginx_render(victor_nginx_lb_method=method, victor_nginx_lb_rate_limit="10r/s")
+    return [(block, name) for block, name, args in nginx_directives(rendered)]
 
 
 @PROPERTY
