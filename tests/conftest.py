@@ -14,6 +14,16 @@ for _root in _ROOTS:
     if (Path(_root) / 'ansible_collections').is_dir() and _root not in sys.path:
         sys.path.insert(0, _root)
 
+# Ansible's collection finder, installed before any test imports ansible_collections.*, so every
+# import goes through it (as in ansible-playbook): tests that template with victor.ops filters
+# need it, and a finder installed later would not know the packages imported before it.
+try:
+    from ansible.plugins.loader import init_plugin_loader as _init_plugin_loader
+except ImportError:  # environments without ansible-core (sanity's) do not need it
+    pass
+else:
+    _init_plugin_loader([r for r in _ROOTS if (Path(r) / 'ansible_collections').is_dir()])
+
 # Hypothesis profiles. `make unit` (and CI) use "ci": the same examples every run, so a red build
 # is reproducible and not a lottery. `make fuzz` uses "fuzz": fresh random examples, many more.
 try:
