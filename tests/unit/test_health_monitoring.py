@@ -275,7 +275,7 @@ def _backup_metrics(tmp_path, ok, verified):
                 tasks_from: metrics.yml
               vars:
                 __victor_backup_ok: "{{ ok }}"
-                __victor_backup_verified: "{{ {'changed': false} if verified else {'skipped': true} }}"
+                victor_backup_verified: "{{ {'changed': false} if verified else {'skipped': true} }}"
                 victor_backup_result: {backup: {size: 10485}}
         ''', dict(ok=ok, verified=verified, victor_backup_metrics_textfile_dir=str(tmp_path / 'textfile')))
 
