@@ -13,6 +13,12 @@ STAGE           := scripts/stage.sh
 COLLECTIONS_DIR := $(CURDIR)/.cache/collections
 COLLECTION_LINK := $(COLLECTIONS_DIR)/ansible_collections/victor/ops
 SCENARIOS       := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+# make test runs its stages TEST_JOBS at a time (each stage's output goes to its log);
+# the longest start first so the short ones fill the gaps at the end.
+TEST_JOBS       ?= 4
+SLOW_SCENARIOS  := victor_deploy_lifecycle victor_staging victor_nginx_lb victor_monitoring
+TEST_STAGES     := integration $(addprefix molecule-run-,$(filter $(SLOW_SCENARIOS),$(SCENARIOS))) awx unit \
+                   $(addprefix molecule-run-,$(filter-out $(SLOW_SCENARIOS),$(SCENARIOS))) lint sanity
 
 export PATH                     := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS_DIR)
@@ -34,7 +40,7 @@ help:
 test:
 	@rm -rf .cache/stages.tsv .cache/logs
 	@$(MAKE) --no-print-directory host-packages venv docker wheelhouse images collection
-	@$(MAKE) --no-print-directory -k lint sanity unit integration awx molecule-all; rc=$$?; \
+	@STAGE_LOG_ONLY=1 $(MAKE) --no-print-directory -k -j$(TEST_JOBS) $(TEST_STAGES); rc=$$?; \
 	  awk -F '\t' '$$2 != 0 {print $$1 "\t" $$4}' .cache/stages.tsv | while IFS=$$'\t' read -r failed log; do \
 	    printf '\n---- end of the failed stage "%s" (%s) ----\n' "$$failed" "$$log"; tail -n 60 "$$log"; done; \
 	  printf '\nstage\texit\tseconds\tlog\n'; cat .cache/stages.tsv; \
@@ -98,8 +104,11 @@ molecule-destroy: venv collection
 	@test -n "$(SCENARIO)" || { echo "usage: make molecule-destroy SCENARIO=<name>" >&2; exit 2; }
 	molecule destroy -s $(SCENARIO)
 
-molecule-all: venv collection
-	@rc=0; for s in $(SCENARIOS); do $(STAGE) "molecule $$s" molecule test -s $$s || rc=1; done; exit $$rc
+## Every scenario (make -j2 molecule-all runs two at once: each has its own containers).
+molecule-all: $(addprefix molecule-run-,$(SCENARIOS))
+
+molecule-run-%: venv collection
+	@$(STAGE) "molecule $*" molecule test -s $*
 
 ## Benchmark: the rolling deploy and the naive (no drain) baseline under the same load through nginx.
 bench-zero-downtime: venv collection

@@ -8,8 +8,14 @@ printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$name"
 # Each stage's output is also kept, so `make test` can repeat the end of a failed one last.
 mkdir -p .cache/logs
 log=".cache/logs/${name// /_}.log"
-"$@" 2>&1 | tee "$log"
-rc=${PIPESTATUS[0]}
+if [ -n "${STAGE_LOG_ONLY:-}" ]; then
+  # Stages running side by side (make test): their output would interleave, so it goes to the log only.
+  "$@" > "$log" 2>&1
+  rc=$?
+else
+  "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+fi
 secs=$(( $(date +%s) - start ))
 if [ "$rc" -eq 0 ]; then
   printf '<== %s: ok in %ss\n' "$name" "$secs"
