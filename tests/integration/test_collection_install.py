@@ -3,6 +3,7 @@ resolved offline from the collections the PyPI `ansible` package bundles (Galaxy
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import ansible
@@ -49,3 +50,12 @@ def test_install_without_the_dependencies_fails_naming_them(tarball, tmp_path):
                      str(target))
     assert installed.returncode != 0
     assert 'community.docker' in installed.stdout + installed.stderr
+
+
+def test_tarball_holds_the_collection_not_the_checkout(tarball):
+    # ansible.cfg points at this checkout's inventory and cache: an installed collection must not carry it
+    with tarfile.open(tarball) as tar:
+        names = set(tar.getnames())
+    assert 'plugins/modules/victor_backup.py' in names and 'roles/victor_deploy/tasks/main.yml' in names
+    assert not {'ansible.cfg', 'Makefile', '.ansible-lint'} & names, sorted(names)[:20]
+    assert not [n for n in names if n.startswith(('molecule/', 'scripts/', 'bench/', '.cache/', '.venv'))]
