@@ -183,6 +183,11 @@ def test_first_hour(clone):
     assert down.returncode == 2, down.stdout[-3000:]
     assert 'Victor does not answer at http://127.0.0.1:%d/health' % port in down.stdout
     assert 'start it with `make demo`' in down.stdout
+    # ... and so does the daily health check, after naming the failed checks.
+    sick = _run(HEALTH, checkout, env, timeout=300)
+    assert sick.returncode == 2, sick.stdout[-3000:]
+    assert re.search(r'localhost \(unhealthy: [^)]*service:', sick.stdout), sick.stdout[-3000:]
+    assert 'start it with `make demo`' in sick.stdout, sick.stdout[-3000:]
 
 
 def _is_playbook(word):
