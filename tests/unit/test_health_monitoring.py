@@ -295,3 +295,14 @@ def test_backup_metrics_keep_the_last_success_when_a_run_fails(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:]
     assert 'victor_ops_backup_last_run_success 0\n' in (textfile / 'victor_ops_backup_run.prom').read_text()
     assert (textfile / 'victor_ops_backup_success.prom').read_text() == success
+
+
+def test_every_duration_default_is_checked_before_it_is_written():
+    """The role checks its duration variables in a hand-written loop: a new one must join it."""
+    with open(os.path.join(ROLE, 'defaults', 'main.yml')) as f:
+        defaults = yaml.safe_load(f)
+    durations = {k for k, v in defaults.items() if isinstance(v, str) and re.match(r'([0-9]+(ms|s|m|h|d|w|y))+\Z', v)}
+    with open(os.path.join(ROLE, 'tasks', 'main.yml')) as f:
+        tasks = yaml.safe_load(f)
+    (check,) = [t for t in tasks if t['name'].startswith('Check the durations')]
+    assert len(durations) >= 10 and durations <= {item['name'] for item in check['loop']}
