@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 
+# a constant, written into commands as is (testinfra would quote it as one word)
 SCRIPT = "/usr/bin/python3 /usr/local/lib/victor-certificates/victor_certificates.py"
 CERT = "/etc/nginx/tls/victor-lb.crt"
 KEY = "/etc/nginx/tls/victor-lb.key"
@@ -81,8 +82,8 @@ def test_forced_renewal_under_load_serves_the_new_certificate_without_a_failed_r
     # load starts, the timer's own command renews (certbot -> deploy hook -> nginx -t -> reload), load stops 2 s later
     out = host.run(
         "rm -f /tmp/load.stop; python3 /tmp/https_load.py %s /tmp/load.stop 240 > /tmp/load.json & lp=$!; sleep 2; "
-        "timeout 180 %s renew --force-renewal > /tmp/renew.out 2>&1; echo $? > /tmp/renew.rc; sleep 2; touch /tmp/load.stop; wait $lp",
-        ROOT, SCRIPT)
+        "timeout 180 " + SCRIPT + " renew --force-renewal > /tmp/renew.out 2>&1; echo $? > /tmp/renew.rc; sleep 2; touch /tmp/load.stop; wait $lp",
+        ROOT)
     seconds = time.time() - started
     assert out.rc == 0, out.stderr
     renew_output = host.file("/tmp/renew.out").content_string
@@ -109,7 +110,7 @@ def test_forced_renewal_under_load_serves_the_new_certificate_without_a_failed_r
 
 def test_deploy_hook_reloads_only_when_the_certificate_changed(host):
     workers = _workers(host)
-    out = host.run("RENEWED_LINEAGE=%s %s deploy", LINEAGE, SCRIPT)
+    out = host.run("RENEWED_LINEAGE=%s " + SCRIPT + " deploy", LINEAGE)
     assert out.rc == 0, out.stdout + out.stderr
     assert "no reload" in out.stdout
     assert _workers(host) == workers
@@ -121,7 +122,7 @@ def test_a_certificate_nginx_rejects_is_never_deployed(host):
     workers = _workers(host)
     host.check_output("rm -rf /tmp/bad && mkdir -p /tmp/bad/victor-lb.test && cp %s/fullchain.pem /tmp/bad/victor-lb.test/ && "
                       "openssl ecparam -name prime256v1 -genkey -noout -out /tmp/bad/victor-lb.test/privkey.pem", LINEAGE)
-    out = host.run("RENEWED_LINEAGE=/tmp/bad/victor-lb.test %s deploy", SCRIPT)
+    out = host.run("RENEWED_LINEAGE=/tmp/bad/victor-lb.test " + SCRIPT + " deploy")
     assert out.rc == 1, out.stdout + out.stderr
     assert "nginx -t rejected the renewed certificate" in out.stdout
     assert host.check_output("sha256sum %s %s", CERT, KEY) == before
@@ -137,7 +138,7 @@ def test_a_failed_renewal_writes_the_failure_metric_and_leaves_nginx_alone(host)
     host.check_output("systemctl stop pebble")
     try:
         # forced: without it certbot would not contact the ACME server before 30 days are left
-        out = host.run("timeout 180 %s renew --force-renewal", SCRIPT)
+        out = host.run("timeout 180 " + SCRIPT + " renew --force-renewal")
     finally:
         host.check_output("systemctl start pebble")
     assert out.rc == 1, out.stdout + out.stderr
