@@ -51,7 +51,7 @@ def client(deadline):
 
 
 end = time.time() + MAX_SECONDS
-threads = [threading.Thread(target=client, args=(end,)) for _ in range(2)]
+threads = [threading.Thread(target=client, args=(end,)), threading.Thread(target=client, args=(end,))]
 for thread in threads:
     thread.start()
 for thread in threads:
