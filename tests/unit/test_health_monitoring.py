@@ -75,7 +75,7 @@ def _alerts(rendered):
 def test_files_pass_their_validators(rendered):
     check = subprocess.run([TOOLS['promtool'], 'check', 'config', str(rendered / 'victor-ops.scrape.yml')], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert 'SUCCESS: 18 rules found' in check.stdout  # promtool also checks the rule_files it names
+    assert 'SUCCESS: 20 rules found' in check.stdout  # promtool also checks the rule_files it names
     config = yaml.safe_load((rendered / 'victor-ops.scrape.yml').read_text())
     jobs = dict((j['job_name'], j) for j in config['scrape_configs'])
     assert sorted(jobs) == ['mtail', 'nginx', 'node', 'victor-health', 'victor-lb-health']  # no server: no self/blackbox jobs
@@ -117,6 +117,12 @@ CASES = {
     'VictorBackupTooOld': ('victor_ops_backup_last_success_timestamp_seconds{instance="n"}', '0x50', '0+3600x50', '1h', '48h', {'instance': 'n'}),
     'VictorBackupNotVerified': ('victor_ops_backup_last_verified_timestamp_seconds{instance="n"}', '0x70', '0+3600x70', '1h', '60h', {'instance': 'n'}),
     'VictorBackupFailed': ('victor_ops_backup_last_run_success{instance="n"}', '0x5', '1x5', '1m', '2m', {'instance': 'n'}),
+    'VictorCertificateRenewalFailed': ('victor_ops_certificate_renewal_success{instance="lb",cert_name="lb.example.com"}', '0x5', '1x5', '1m', '2m',
+                                       {'instance': 'lb', 'cert_name': 'lb.example.com'},
+                                       [('victor_ops_certificate_deploy_success{instance="lb",cert_name="lb.example.com"}', '1x5')]),
+    # time() is 0 at the start: an expiry at 10 days fires (< 14), one at 60 days stays quiet
+    'VictorCertificateExpiresSoon': ('victor_ops_certificate_not_after_timestamp_seconds{instance="lb",cert_name="lb.example.com"}',
+                                     '864000x5', '5184000x5', '1m', '2m', {'instance': 'lb', 'cert_name': 'lb.example.com'}),
     'NginxDown': ('nginx_up{instance="lb"}', '0x5', '1x5', '1m', '3m', {'instance': 'lb'}),
     'NginxTooManyConnections': ('nginx_connections_active{instance="lb"}', '2000x20', '10x20', '1m', '15m', {'instance': 'lb'}),
 }

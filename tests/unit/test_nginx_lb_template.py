@@ -118,6 +118,19 @@ def test_tls_with_redirect():
     assert "return 301 https://$host$request_uri;" in conf
 
 
+@pytest.mark.parametrize("redirect", [False, True])
+def test_acme_challenges_served_on_plain_http_only_when_a_webroot_is_set(redirect):
+    tls = dict(victor_nginx_lb_tls_enabled=True, victor_nginx_lb_tls_redirect=redirect,
+               victor_nginx_lb_tls_certificate="/c.pem", victor_nginx_lb_tls_certificate_key="/k.pem")
+    assert "acme-challenge" not in _render(**tls)
+    conf = _render(victor_nginx_lb_acme_webroot="/var/www/victor-acme", **tls)
+    location = "location ^~ /.well-known/acme-challenge/ {\n            root /var/www/victor-acme;"
+    assert conf.count(location) == 1
+    # in the server that listens on port 80: the redirecting one, else the only one
+    server = conf[conf.rindex("server {", 0, conf.index(location)):conf.index(location)]
+    assert "listen 80;" in server
+
+
 def test_maintenance_answers_503_from_the_flag_file():
     conf = _render()
     assert "if (-f /etc/nginx/victor-maintenance.on) {\n            return 503;" in conf

@@ -175,7 +175,7 @@ def test_every_dashboard_query_names_only_live_metrics(host):
 def test_alert_rules_are_loaded_with_scaled_for(host):
     groups = _get(host, PROM + '/api/v1/rules')['data']['groups']
     rules = dict((r['name'], r) for g in groups for r in g['rules'])
-    assert len(rules) == 18
+    assert len(rules) == 20
     assert rules['VictorDown']['duration'] == 6
     assert all(r['health'] == 'ok' for r in rules.values())
 
