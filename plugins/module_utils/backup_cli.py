@@ -50,11 +50,15 @@ def victor_version(cfg):
 
 
 def postgres(cfg):
-    """PostgreSQL databases to dump: postgres_url in the (0600) config file."""
-    if not cfg.get("postgres_url"):
+    """PostgreSQL databases to dump: the connection options under "postgres" in the (0600) config file."""
+    given = cfg.get("postgres") or {}
+    if not given.get("login_db"):
         return []
-    from ansible_collections.victor.ops.plugins.module_utils import backup_postgres
-    return [backup_postgres.PostgresSource(cfg["postgres_url"])]
+    from ansible_collections.victor.ops.plugins.module_utils import backup_postgres, postgres_common
+    # the defaults are the module's (its argument spec); the config holds only what the role set
+    options = dict((name, spec.get("default")) for name, spec in postgres_common.postgres_common_argument_spec().items())
+    options.update(given)
+    return [backup_postgres.PostgresSource(options)]
 
 
 def main(argv=None):

@@ -39,6 +39,11 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urljoin, urlsplit
 from urllib.request import HTTPHandler, HTTPRedirectHandler, HTTPSHandler, ProxyHandler, Request, build_opener
 
+from ansible_collections.victor.ops.plugins.module_utils.postgres_common import (
+    connection_problems,
+    libpq_params,
+    postgres_common_argument_spec,
+)
 from ansible_collections.victor.ops.plugins.module_utils.redact import redact, url_has_credentials
 
 OK, WARN, CRIT, UNKNOWN = 'ok', 'warn', 'crit', 'unknown'
@@ -56,7 +61,7 @@ PID_MAX = 4194304  # Linux's largest pid_max (2**22)
 MAX_BODY = 1024 * 1024  # bytes of an HTTP answer read; a longer answer is a crit check
 MAX_JSON_DEPTH = 64  # deeper JSON is refused before anything recurses into it
 MAX_REDIRECTS = 5
-MAX_TIMEOUT = 3600.0  # seconds; http.timeout and postgres.connect_timeout
+MAX_TIMEOUT = 3600.0  # seconds; http.timeout (postgres.connect_timeout: postgres_common)
 MAX_WINDOW_MINUTES = 10 * 366 * 24 * 60  # ten years: log.window_minutes beyond is a typo
 # systemd unit names: ASCII letters, digits, ":-_.\\@"; never a leading '-' (it would read as an option)
 UNIT_NAME = re.compile(r'^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]{0,254}$')
@@ -236,9 +241,7 @@ def validate_params(params):
                 errors.append('log.patterns: %r is not a valid regular expression: %s' % (pattern, exc))
     postgres = params.get('postgres') or {}
     if postgres:
-        # libpq waits forever with connect_timeout 0 (and treats negatives the same)
-        errors.append(_number_problem('postgres.connect_timeout', postgres.get('connect_timeout'), 0, MAX_TIMEOUT, above=True))
-        errors.append(_number_problem('postgres.port', postgres.get('port'), 1, 65535))
+        errors.extend(connection_problems(postgres, 'postgres.'))
     return [e for e in errors if e]
 
 
@@ -906,29 +909,29 @@ def import_psycopg():
     return psycopg
 
 
-def check_postgres(host=None, port=5432, dbname='postgres', user=None, password=None, sslmode='prefer',
-                   connect_timeout=5, warn_percent=80, crit_percent=90, psycopg=None):
-    """Connect, SELECT 1, and connections in use versus max_connections."""
+def check_postgres(options, psycopg=None):
+    """Connect, SELECT 1, and connections in use versus max_connections.
+
+    options: the module's postgres option (the common connection options, warn_percent, crit_percent).
+    """
     driver = psycopg or import_psycopg()
-    target = '%s:%s/%s' % (host or 'local socket', port, dbname)
+    conn = libpq_params(options)
+    target = '%s:%s/%s' % (conn.get('host') or 'local socket', conn.get('port'), conn.get('dbname'))
+    warn_percent, crit_percent = options['warn_percent'], options['crit_percent']
     threshold = {'warn': warn_percent, 'crit': crit_percent}
-    # connect_timeout bounds connecting (libpq waits forever at 0: validate_params refuses it)
-    kwargs = dict(port=port, dbname=dbname, sslmode=sslmode, connect_timeout=connect_timeout)
-    for key, value in (('host', host), ('user', user), ('password', password)):
-        if value:
-            kwargs[key] = value
     try:
-        with driver.connect(**kwargs) as connection:
+        # connect_timeout bounds connecting (libpq waits forever at 0: validate_params refuses it)
+        with driver.connect(**conn) as connection:
             with connection.cursor() as cursor:
                 # SET LOCAL, not a startup option: poolers such as pgbouncer refuse unknown startup parameters
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)", ('%ds' % int(connect_timeout),))
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", ('%ds' % int(options['connect_timeout']),))
                 cursor.execute('SELECT 1')
                 cursor.fetchone()
                 cursor.execute("SELECT count(*) FILTER (WHERE backend_type = 'client backend'), current_setting('max_connections')::int"
                                " FROM pg_stat_activity")
                 used, maximum = cursor.fetchone()
     except Exception as exc:  # pylint: disable=broad-except
-        message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, [password])
+        message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, [options.get('login_password')])
         return [result('postgres:connect', CRIT, None, 'SELECT 1', 'cannot query %s: %s' % (target, message)),
                 result('postgres:connections', UNKNOWN, None, threshold, 'not connected')]
     percent = round(used * 100.0 / maximum, 1) if maximum else 0.0
@@ -1017,13 +1020,20 @@ def run_checks(params, run_command=None, systemctl=None, fetch=http_get):
             checks.append(check_sqlite(path, bool(sqlite.get('missing_ok'))))
     postgres = params.get('postgres')
     if postgres:
-        checks.extend(check_postgres(postgres.get('host'), postgres.get('port') or 5432, postgres.get('dbname') or 'postgres',
-                                     postgres.get('user'), postgres.get('password'), postgres.get('sslmode') or 'prefer',
-                                     postgres.get('connect_timeout') or 5, postgres.get('warn_percent'), postgres.get('crit_percent')))
+        checks.extend(check_postgres(postgres))
     fleet = params.get('fleet')
     if fleet:
         endpoints = check_fleet(fleet.get('endpoints') or [], http, params.get('tls'), fleet.get('max_workers') or 50, fetch)
     return checks, log_lines, endpoints
+
+
+def postgres_options():
+    """The postgres check's options: the common connection options (a quicker timeout, the postgres database) and thresholds."""
+    options = postgres_common_argument_spec()
+    options['connect_timeout']['default'] = 5
+    options['login_db']['default'] = 'postgres'
+    options.update(warn_percent=dict(type='float', default=80), crit_percent=dict(type='float', default=90))
+    return options
 
 
 def health_argument_spec():
@@ -1081,17 +1091,7 @@ def health_argument_spec():
             paths=dict(type='list', elements='path', required=True),
             missing_ok=dict(type='bool', default=False),
         )),
-        postgres=dict(type='dict', options=dict(
-            host=dict(type='str'),
-            port=dict(type='int', default=5432),
-            dbname=dict(type='str', default='postgres'),
-            user=dict(type='str'),
-            password=dict(type='str', no_log=True),
-            sslmode=dict(type='str', default='prefer', choices=['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']),
-            connect_timeout=dict(type='int', default=5),
-            warn_percent=dict(type='float', default=80),
-            crit_percent=dict(type='float', default=90),
-        )),
+        postgres=dict(type='dict', options=postgres_options()),
         fleet=dict(type='dict', options=dict(
             endpoints=dict(type='list', elements='dict', required=True, options=dict(
                 url=dict(type='str', required=True),
