@@ -54,11 +54,8 @@ def postgres(cfg):
     given = cfg.get("postgres") or {}
     if not given.get("login_db"):
         return []
-    from ansible_collections.victor.ops.plugins.module_utils import backup_postgres, postgres_common
-    # the defaults are the module's (its argument spec); the config holds only what the role set
-    options = dict((name, spec.get("default")) for name, spec in postgres_common.postgres_common_argument_spec().items())
-    options.update(given)
-    return [backup_postgres.PostgresSource(options)]
+    from ansible_collections.victor.ops.plugins.module_utils import backup_postgres
+    return [backup_postgres.PostgresSource(given)]  # the argument spec's defaults for what the role did not set
 
 
 def main(argv=None):

@@ -36,6 +36,7 @@ class PostgresSource:
     """One PostgreSQL database given by the common connection options; runs pg_dump / pg_restore against it."""
 
     def __init__(self, options, pg_dump="pg_dump", pg_restore="pg_restore", timeout=None):
+        options = postgres_common.with_defaults(options)
         problems = postgres_common.connection_problems(options)
         if not options.get("login_db"):
             problems.insert(0, "login_db must name the database to dump or restore")

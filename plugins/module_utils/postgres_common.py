@@ -61,6 +61,13 @@ def postgres_common_argument_spec():
     )
 
 
+def with_defaults(options):
+    """The options with the argument spec's defaults for those not given (for callers without an AnsibleModule)."""
+    result = dict((name, spec.get('default')) for name, spec in postgres_common_argument_spec().items())
+    result.update((name, value) for name, value in options.items() if value is not None)
+    return result
+
+
 def connection_problems(params, prefix=''):
     """What the argument spec cannot say about the connection options (prefix names a dict option, e.g. 'postgres.')."""
     problems = []

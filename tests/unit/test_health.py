@@ -484,16 +484,23 @@ def test_sqlite_detects_damaged_pages(tmp_path):
 
 # ----------------------------------------------------------------- postgres without the library
 
+def _postgres_options(**given):
+    """The postgres option as the module hands it over: the argument spec's defaults, then what was given."""
+    options = dict((name, spec.get('default')) for name, spec in health.postgres_options().items())
+    options.update(given)
+    return options
+
+
 def test_postgres_missing_library(monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, 'psycopg', None)
     with pytest.raises(health.MissingLibraryError) as info:
-        health.check_postgres(host='127.0.0.1')
+        health.check_postgres(_postgres_options(login_host='127.0.0.1'))
     assert info.value.library == 'psycopg'
 
 
 def test_postgres_unreachable_is_crit():
-    checks = _by_name(health.check_postgres(host='127.0.0.1', port=_free_port(), connect_timeout=2))
+    checks = _by_name(health.check_postgres(_postgres_options(login_host='127.0.0.1', login_port=_free_port(), connect_timeout=2)))
     assert checks['postgres:connect']['status'] == 'crit'
     assert 'cannot query 127.0.0.1' in checks['postgres:connect']['message']
     assert checks['postgres:connections']['status'] == 'unknown'

@@ -244,8 +244,8 @@ def test_unit_name_never_reaches_systemctl_as_an_option():
     ({'http': {'url': 'http://127.0.0.1:1', 'timeout': float('nan')}}, 'http.timeout must be a finite number'),
     ({'http': {'url': 'http://127.0.0.1:1', 'timeout': float('inf')}}, 'http.timeout must be a finite number'),
     ({'disk': {'warn_percent': float('nan'), 'crit_percent': 90}}, 'disk.warn_percent must be a finite number'),
-    ({'postgres': {'connect_timeout': 0}}, 'postgres.connect_timeout must be greater than 0'),
-    ({'postgres': {'connect_timeout': -1}}, 'postgres.connect_timeout must be greater than 0'),
+    ({'postgres': {'connect_timeout': 0}}, 'postgres.connect_timeout must be 1-3600'),
+    ({'postgres': {'connect_timeout': -1}}, 'postgres.connect_timeout must be 1-3600'),
 ])
 def test_out_of_range_numbers_are_refused(params, fragment):
     errors = health.validate_params(params)
