@@ -275,7 +275,7 @@ _valid_sections = dict(
     sqlite=st.fixed_dictionaries({'paths': st.lists(_paths, min_size=1, max_size=3)}, optional={'missing_ok': st.booleans()}),
     # nothing listens on port 1: libpq fails fast, as a down database would
     postgres=_merged(st.fixed_dictionaries({'login_host': st.just('127.0.0.1'), 'login_port': st.just(1), 'connect_timeout': st.just(1)},
-                                           optional={'sslmode': st.sampled_from(['disable', 'prefer', 'require'])}),
+                                           optional={'ssl_mode': st.sampled_from(['disable', 'prefer', 'require'])}),
                      _pair(('warn_percent', 'crit_percent'), _percents)),
     fleet=st.fixed_dictionaries({'endpoints': st.lists(
         st.fixed_dictionaries({'url': _loopback_urls}, optional={'name': st.text(min_size=1, max_size=5), 'paths': _url_paths,
