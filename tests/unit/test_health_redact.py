@@ -221,3 +221,21 @@ def test_db_maintenance_module_refuses_connect_timeout_zero(tmp_path, engine):
     result, _raw = _run_module('victor_db_maintenance', args, tmp_path)
     # refused by the numbers check (> 0) or the range check (1-3600), whichever runs first
     assert result['failed'] and 'connect_timeout must be' in result['msg'], result['msg']
+
+
+@pytest.mark.parametrize('name, args', [
+    ('victor_backup', {'state': 'create', 'login_db': 'victor', 'login_port': 70000}),
+    ('victor_db_maintenance', {'engine': 'postgresql', 'operations': ['stats'], 'login_db': 'victor', 'login_port': 70000}),
+    ('victor_health', {'postgres': {'login_db': 'victor', 'login_port': 70000}}),
+])
+def test_modules_refuse_bad_connection_options_clearly_without_the_password(tmp_path, name, args):
+    """The common PostgreSQL options (postgres_common) are checked alike in every module that connects."""
+    if name == 'victor_health':
+        args['postgres']['login_password'] = SECRET
+    else:
+        args['login_password'] = SECRET
+    args.setdefault('repository', str(tmp_path / 'repo')) if name == 'victor_backup' else None
+    result, raw = _run_module(name, args, tmp_path)
+    assert result.get('failed') and 'login_port must be 1-65535' in result['msg'], result
+    assert SECRET not in raw
+    assert 'Traceback' not in raw
