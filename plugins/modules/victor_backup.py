@@ -42,7 +42,9 @@ requirements:
   - age (Debian package C(age)) when archives are encrypted
   - pg_dump and pg_restore (Debian package C(postgresql-client), as new as the server) with O(login_db)
 extends_documentation_fragment:
+  - victor.ops.attributes
   - victor.ops.backup_storage
+  - victor.ops.postgres
 options:
   state:
     description:
@@ -203,9 +205,6 @@ options:
         V(false) restores the files only.
     type: bool
     default: true
-extends_documentation_fragment:
-  - victor.ops.attributes
-  - victor.ops.postgres
 attributes:
   check_mode:
     support: full

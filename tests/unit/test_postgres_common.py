@@ -104,3 +104,28 @@ def test_filter_gives_the_options_and_an_ansible_error():
     assert url_options('postgresql://v@db/victor') == {'login_host': 'db', 'login_user': 'v', 'login_db': 'victor'}
     with pytest.raises(AnsibleFilterError, match='must name the database'):
         url_options('postgresql://v:S3CR3T@db')
+
+
+def test_doc_fragment_documents_the_spec_once_for_both_shapes():
+    """victor.ops.postgres holds the options twice (sanity wants plain strings): top level and as victor_health's
+    postgres suboptions. Both must say the same, and match the argument spec."""
+    import re
+    import yaml
+    from ansible_collections.victor.ops.plugins.doc_fragments.postgres import ModuleDocFragment
+    top = yaml.safe_load(ModuleDocFragment.DOCUMENTATION)['options']
+    nested = dict(yaml.safe_load(ModuleDocFragment.HEALTH)['options']['postgres']['suboptions'])
+    assert set(nested) - set(top) == {'warn_percent', 'crit_percent'}
+    spec = pc.postgres_common_argument_spec()
+    assert set(top) == set(spec)
+    for name, doc in top.items():
+        health_doc = dict(nested[name])
+        assert health_doc.pop('default', None) == {'login_db': 'postgres', 'connect_timeout': 5}.get(name, doc.get('default'))
+        unprefixed = yaml.safe_load(re.sub(r'O\(postgres\.', 'O(', yaml.safe_dump(health_doc)))
+        unprefixed['description'] = [line.replace(" Also the C(statement_timeout) of the check's queries.", '')
+                                     for line in (unprefixed['description'] if isinstance(unprefixed['description'], list)
+                                                  else [unprefixed['description']])]
+        expected = dict(doc, description=doc['description'] if isinstance(doc['description'], list) else [doc['description']])
+        expected.pop('default', None)
+        assert unprefixed == expected, name
+        assert doc['type'] == spec[name]['type'] and doc.get('default') == spec[name].get('default'), name
+        assert doc.get('aliases') == spec[name].get('aliases') and doc.get('choices') == spec[name].get('choices'), name
