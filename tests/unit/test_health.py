@@ -540,7 +540,7 @@ def test_fleet_keeps_order_and_grades_each(server):
 def test_fleet_runs_concurrently(server):
     started = time.monotonic()
     results = check_fleet([{'url': server, 'paths': ['/slow']}] * 20,
-                                 {'timeout': 5, 'latency_warn_ms': 5000, 'latency_crit_ms': 5000}, max_workers=20)
+                          {'timeout': 5, 'latency_warn_ms': 5000, 'latency_crit_ms': 5000}, max_workers=20)
     elapsed = time.monotonic() - started
     assert [r['status'] for r in results] == ['healthy'] * 20, results
     assert elapsed < 3.0, elapsed  # 20 x 0.3 s one after another would be 6 s

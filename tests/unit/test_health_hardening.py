@@ -204,8 +204,8 @@ def test_fifo_pid_file_does_not_block(tmp_path):
     fifo = tmp_path / 'victor.pid'
     os.mkfifo(str(fifo))
     out = {}
-    worker = threading.Thread(target=lambda: out.update(check=health.check_service(**health.complete('service', {'manager': 'process', 'pid_file': str(fifo)}))),
-                              daemon=True)
+    options = health.complete('service', {'manager': 'process', 'pid_file': str(fifo)})
+    worker = threading.Thread(target=lambda: out.update(check=health.check_service(**options)), daemon=True)
     worker.start()
     worker.join(10)
     if worker.is_alive():  # release the blocked open() of the old code before failing
