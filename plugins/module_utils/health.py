@@ -952,12 +952,14 @@ def option_defaults(name):
 def complete(name, given):
     """The dict option name with the argument spec's defaults for what is not given.
 
-    An empty string or list counts as not given (``paths: []`` checks the default paths), so
+    An empty string or list counts as not given where a default exists (``paths: []`` checks the default paths), so
     every default is written once, in the argument spec. Also for an absent option (fleet
     without http) and callers that are not the module.
     """
     options = option_defaults(name)
-    options.update((key, value) for key, value in (given or {}).items() if value not in (None, '', []))
+    # an empty value is kept where there is no default to fall back to (log.path '' is checked and reported)
+    options.update((key, value) for key, value in (given or {}).items()
+                   if value is not None and (value not in ('', []) or options.get(key) is None))
     return options
 
 
