@@ -1480,7 +1480,7 @@ def _pick_dump(manifest, dumps, postgres, restore_postgres, tools):
     if not dumps or not restore_postgres:
         return None
     if postgres is None:
-        raise BackupError("backup %s holds a PostgreSQL dump (%s): give postgres_url to restore it, or postgres_restore=false "
+        raise BackupError("backup %s holds a PostgreSQL dump (%s): give login_db (and the connection options) to restore it, or postgres_restore=false "
                           "to restore the files only; nothing was changed" % (manifest["id"], ", ".join(sorted(dumps))))
     if len(dumps) == 1:
         path = list(dumps.values())[0]
@@ -1638,7 +1638,7 @@ def revert(target, safety, moved=None, postgres=None, private_dir=None):
                 except BackupError as exc:
                     pg_error = exc
         elif moved is None:
-            raise BackupError("safety copy %s holds a PostgreSQL dump of the database before the restore: give postgres_url "
+            raise BackupError("safety copy %s holds a PostgreSQL dump of the database before the restore: give login_db (and the connection options) "
                               "to put it back too; nothing was changed" % safety)
         if pg_error is None:
             shutil.rmtree(pg_dir)

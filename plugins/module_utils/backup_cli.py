@@ -50,11 +50,12 @@ def victor_version(cfg):
 
 
 def postgres(cfg):
-    """PostgreSQL databases to dump: postgres_url in the (0600) config file."""
-    if not cfg.get("postgres_url"):
+    """PostgreSQL databases to dump: the connection options under "postgres" in the (0600) config file."""
+    given = cfg.get("postgres") or {}
+    if not given.get("login_db"):
         return []
     from ansible_collections.victor.ops.plugins.module_utils import backup_postgres
-    return [backup_postgres.PostgresSource(cfg["postgres_url"])]
+    return [backup_postgres.PostgresSource(given)]  # the argument spec's defaults for what the role did not set
 
 
 def main(argv=None):

@@ -3,12 +3,12 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """PostgreSQL databases in victor_backup: pg_dump custom format, pg_restore --list, pg_restore.
 
-The connection comes as a URL (``postgresql://user:password@host:port/dbname?sslmode=...``).
+The connection comes as the common connection options (postgres_common: login_host, login_db ...).
 It is never put on a command line: pg_dump and pg_restore get PGHOST, PGPORT, PGUSER,
 PGDATABASE and friends in their environment, and the password in a PGPASSFILE written
 0600 in a private (0700) temporary directory that is removed when the program exits.
 Error messages name the database as ``postgresql://user@host:port/dbname`` and go through
-redact.redact(), whatever libpq or the URL parser prints.
+redact.redact(), whatever libpq prints.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,85 +21,38 @@ import shutil
 import subprocess
 import tempfile
 
-try:
-    from urllib.parse import parse_qsl, unquote, urlsplit
-except ImportError:  # pragma: no cover - Python 2 is not supported by this collection
-    from urlparse import parse_qsl, urlsplit  # pylint: disable=import-error
-    from urllib import unquote  # pylint: disable=import-error,no-name-in-module
-
+from ansible_collections.victor.ops.plugins.module_utils import postgres_common
 from ansible_collections.victor.ops.plugins.module_utils.backup import BackupError
-from ansible_collections.victor.ops.plugins.module_utils.redact import redact, url_error
+from ansible_collections.victor.ops.plugins.module_utils.redact import redact
 
-# URL query parameters -> libpq environment variables.
-QUERY_ENV = {
-    "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
-    "sslcrl": "PGSSLCRL", "connect_timeout": "PGCONNECT_TIMEOUT", "application_name": "PGAPPNAME",
-    "options": "PGOPTIONS", "target_session_attrs": "PGTARGETSESSIONATTRS", "host": "PGHOST", "port": "PGPORT",
-}
-# Never inherited from the caller: the URL alone says where to connect.
+# Never inherited from the caller: the options alone say where to connect.
 SCRUBBED_ENV = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGPASSFILE", "PGSERVICE",
-                "PGSERVICEFILE", "PGOPTIONS", "PGSSLMODE")
+                "PGSERVICEFILE", "PGOPTIONS", "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGCONNECT_TIMEOUT")
 DUMP_DIR = ".victor-backup-postgres"
 DUMP_SUFFIX = ".pgdump"
 
 
 class PostgresSource:
-    """One PostgreSQL database given by URL; runs pg_dump / pg_restore against it."""
+    """One PostgreSQL database given by the common connection options; runs pg_dump / pg_restore against it."""
 
-    def __init__(self, url, pg_dump="pg_dump", pg_restore="pg_restore", timeout=None):
+    def __init__(self, options, pg_dump="pg_dump", pg_restore="pg_restore", timeout=None):
+        options = postgres_common.with_defaults(options)
+        problems = postgres_common.connection_problems(options)
+        if not options.get("login_db"):
+            problems.insert(0, "login_db must name the database to dump or restore")
+        if problems:
+            raise BackupError("; ".join(problems))
         self.pg_dump = pg_dump
         self.pg_restore = pg_restore
         self.timeout = timeout
-        self.password = None
-        self.env_vars = {}
-        self._parse(url)
-
-    def _parse(self, url):
-        try:
-            parts = urlsplit(url or "")
-            port = parts.port
-        except ValueError as exc:
-            raise BackupError(url_error("postgres_url", url, exc))
-        if parts.scheme not in ("postgresql", "postgres"):
-            raise BackupError("postgres_url must start with postgresql:// (e.g. postgresql://victor@127.0.0.1:5432/victor)")
-        self.user = unquote(parts.username) if parts.username else None
-        if parts.password is not None:
-            self.password = unquote(parts.password)
-        self.host = unquote(parts.hostname) if parts.hostname else None
-        if self.host and "," in self.host:
-            raise BackupError("postgres_url with several hosts is not supported")
-        self.port = port
-        self.database = unquote(parts.path.lstrip("/")) if parts.path else ""
-        if not self.database:
-            raise BackupError("postgres_url must name the database (postgresql://user@host:port/dbname)")
-        env = {"PGCONNECT_TIMEOUT": "10", "PGDATABASE": self.database}
-        if self.host:
-            env["PGHOST"] = self.host
-        if self.port:
-            env["PGPORT"] = str(self.port)
-        if self.user:
-            env["PGUSER"] = self.user
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key not in QUERY_ENV:
-                raise BackupError("postgres_url parameter %r is not supported (supported: %s)" % (key, ", ".join(sorted(QUERY_ENV))))
-            if key == "connect_timeout" and not (value.strip().isdigit() and int(value) > 0):
-                # libpq waits forever with 0 (and with negatives)
-                raise BackupError("postgres_url connect_timeout must be a whole number of seconds greater than 0")
-            env[QUERY_ENV[key]] = value
-            if key == "host":
-                self.host = value
-            elif key == "port":
-                self.port = value
-        self.env_vars = env
+        self.password = options.get("login_password")
+        self.database = options["login_db"]
+        self.env_vars = postgres_common.libpq_environment(options)
+        self._description = postgres_common.describe(options)
 
     def describe(self):
-        """The URL without its password, for manifests and messages."""
-        user = (self.user + "@") if self.user else ""
-        host = self.host or ""
-        if host.startswith("/"):
-            host = "[%s]" % host
-        port = (":%s" % self.port) if self.port else ""
-        return "postgresql://%s%s%s/%s" % (user, host, port, self.database)
+        """postgresql://user@host:port/dbname, without the password, for manifests and messages."""
+        return self._description
 
     def mask(self, text):
         return redact(text, [self.password])
@@ -111,12 +64,8 @@ class PostgresSource:
         secret_dir = tempfile.mkdtemp(prefix=".victor-backup-pg-", dir=private_dir)
         try:
             if self.password is not None:
-                passfile = os.path.join(secret_dir, "pgpass")
-                fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    handle.write("*:*:*:*:%s\n" % self.password.replace("\\", "\\\\").replace(":", "\\:"))
-                env["PGPASSFILE"] = passfile
-            # without a password in the URL libpq uses ~/.pgpass, peer or certificate authentication as usual
+                env["PGPASSFILE"] = postgres_common.write_pgpass(secret_dir, self.password)
+            # without login_password libpq uses ~/.pgpass, peer or certificate authentication as usual
             try:
                 proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       timeout=self.timeout, check=False)

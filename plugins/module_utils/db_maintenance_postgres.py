@@ -14,6 +14,7 @@ __metaclass__ = type
 import math
 
 from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import MaintenanceError, Timer
+from ansible_collections.victor.ops.plugins.module_utils.postgres_common import connection_problems, libpq_params
 from ansible_collections.victor.ops.plugins.module_utils.redact import redact, url_secrets
 
 try:
@@ -28,19 +29,11 @@ except ImportError as _exc:  # pragma: no cover - depends on the managed node
     PSYCOPG_IMPORT_ERROR = _exc
 
 WRITE_OPERATIONS = ('vacuum', 'analyze', 'reindex', 'clear_locks')
-MAX_CONNECT_TIMEOUT = 3600
 
 
 def option_problems(params):
     """Problems of the PostgreSQL/Redis options argument_spec cannot express (shared by both engines)."""
-    problems = []
-    timeout = params.get('connect_timeout')
-    if timeout is not None and not 0 < timeout <= MAX_CONNECT_TIMEOUT:
-        # libpq waits forever with 0 (and negatives); Redis would make its socket non-blocking or fail
-        problems.append('connect_timeout must be 1-%d seconds (got %s)' % (MAX_CONNECT_TIMEOUT, timeout))
-    port = params.get('login_port')
-    if port is not None and not 0 < port < 65536:
-        problems.append('login_port must be 1-65535 (got %s)' % port)
+    problems = connection_problems(params)
     threshold = params.get('lock_threshold')
     if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
         problems.append('lock_threshold must be a number of seconds, 0 or more (got %s)' % threshold)
@@ -53,13 +46,16 @@ def option_problems(params):
     return problems
 
 
-def connect(host=None, port=None, user=None, password=None, database=None, conninfo='', connect_timeout=10):
-    """Autocommit connection (VACUUM and REINDEX CONCURRENTLY refuse transactions)."""
-    kwargs = {'autocommit': True, 'connect_timeout': int(connect_timeout), 'application_name': 'victor_db_maintenance'}
-    for key, value in (('host', host), ('port', port), ('user', user), ('password', password), ('dbname', database)):
-        if value not in (None, ''):
-            kwargs[key] = value
-    secrets = [password] + url_secrets(conninfo)  # libpq quotes URI tokens (the password too) in its errors
+def connect(options, conninfo=''):
+    """Autocommit connection (VACUUM and REINDEX CONCURRENTLY refuse transactions).
+
+    options: the common connection options (postgres_common); they override the parts of conninfo.
+    """
+    kwargs = libpq_params(options)
+    kwargs.update(autocommit=True, application_name='victor_db_maintenance')
+    if 'connect_timeout' in kwargs:
+        kwargs['connect_timeout'] = int(kwargs['connect_timeout'])
+    secrets = [options.get('login_password')] + url_secrets(conninfo)  # libpq quotes URI tokens (the password too) in its errors
     try:
         return psycopg.connect(conninfo or '', **kwargs)
     except psycopg.ProgrammingError as exc:
@@ -286,10 +282,10 @@ def pool_stats(conn):
             'by_database': {row['database']: row['count'] for row in per_db}}
 
 
-def run_operations(conn_params, operations, check_mode=False, tables=None, reindex_scope='table', concurrently=True,
+def run_operations(options, operations, check_mode=False, tables=None, reindex_scope='table', concurrently=True,
                    min_dead_tuples=1, lock_threshold=300, slow_query_limit=10):
-    """Run the operations in order on one connection; returns (changed, results)."""
-    conn = connect(**conn_params)
+    """Run the operations in order on one connection (options: the module's parameters); returns (changed, results)."""
+    conn = connect(options, options.get('conninfo') or '')
     results = {}
     changed = False
     try:

@@ -39,6 +39,11 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urljoin, urlsplit
 from urllib.request import HTTPHandler, HTTPRedirectHandler, HTTPSHandler, ProxyHandler, Request, build_opener
 
+from ansible_collections.victor.ops.plugins.module_utils.postgres_common import (
+    connection_problems,
+    libpq_params,
+    postgres_common_argument_spec,
+)
 from ansible_collections.victor.ops.plugins.module_utils.redact import redact, url_has_credentials
 
 OK, WARN, CRIT, UNKNOWN = 'ok', 'warn', 'crit', 'unknown'
@@ -56,7 +61,7 @@ PID_MAX = 4194304  # Linux's largest pid_max (2**22)
 MAX_BODY = 1024 * 1024  # bytes of an HTTP answer read; a longer answer is a crit check
 MAX_JSON_DEPTH = 64  # deeper JSON is refused before anything recurses into it
 MAX_REDIRECTS = 5
-MAX_TIMEOUT = 3600.0  # seconds; http.timeout and postgres.connect_timeout
+MAX_TIMEOUT = 3600.0  # seconds; http.timeout (postgres.connect_timeout: postgres_common)
 MAX_WINDOW_MINUTES = 10 * 366 * 24 * 60  # ten years: log.window_minutes beyond is a typo
 # systemd unit names: ASCII letters, digits, ":-_.\\@"; never a leading '-' (it would read as an option)
 UNIT_NAME = re.compile(r'^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]{0,254}$')
@@ -220,10 +225,10 @@ def validate_params(params):
     for index, endpoint in enumerate(fleet.get('endpoints') or []):
         if url_has_credentials(endpoint.get('url')):
             errors.append('fleet.endpoints[%d].url: %s' % (index, CREDENTIALS_IN_URL))
-    service = params.get('service') or {}
-    if service and service.get('manager', 'systemd') == 'systemd' and not UNIT_NAME.match(service.get('name') or 'victor-api'):
+    service = complete('service', params['service']) if params.get('service') else {}
+    if service and service['manager'] == 'systemd' and not UNIT_NAME.match(service['name']):
         errors.append('service.name %r is not a systemd unit name (ASCII letters, digits, ":-_.@" and backslash, not starting with "-")'
-                      % (service.get('name') or '')[:80])
+                      % service['name'][:80])
     log = params.get('log') or {}
     if log:
         errors.append(_number_problem('log.window_minutes', log.get('window_minutes'), 0, MAX_WINDOW_MINUTES, above=True))
@@ -236,9 +241,7 @@ def validate_params(params):
                 errors.append('log.patterns: %r is not a valid regular expression: %s' % (pattern, exc))
     postgres = params.get('postgres') or {}
     if postgres:
-        # libpq waits forever with connect_timeout 0 (and treats negatives the same)
-        errors.append(_number_problem('postgres.connect_timeout', postgres.get('connect_timeout'), 0, MAX_TIMEOUT, above=True))
-        errors.append(_number_problem('postgres.port', postgres.get('port'), 1, 65535))
+        errors.extend(connection_problems(postgres, 'postgres.'))
     return [e for e in errors if e]
 
 
@@ -643,7 +646,7 @@ def read_pid_file(path):
     return int(text)
 
 
-def check_service(name='victor-api', manager='systemd', pid_file=None, run_command=None, systemctl=None):
+def check_service(name, manager, pid_file=None, run_command=None, systemctl=None):
     """The unit is active (systemd) or the pid in pid_file is alive (process)."""
     if manager == 'process':
         label = 'service:%s' % (pid_file or name)
@@ -691,7 +694,7 @@ def disk_usage_percent(path):
     return round(used * 100.0 / (used + available), 1)
 
 
-def check_disk(paths, warn_percent=85, crit_percent=95, usage=disk_usage_percent):
+def check_disk(paths, warn_percent, crit_percent, usage=disk_usage_percent):
     """One result per path: used percentage of its file system."""
     results = []
     threshold = {'warn': warn_percent, 'crit': crit_percent}
@@ -728,7 +731,7 @@ def memory_usage_percent(meminfo='/proc/meminfo'):
     return round((total - available) * 100.0 / total, 1)
 
 
-def check_memory(warn_percent=80, crit_percent=95, meminfo='/proc/meminfo'):
+def check_memory(warn_percent, crit_percent, meminfo='/proc/meminfo'):
     """Used memory percentage against thresholds."""
     threshold = {'warn': warn_percent, 'crit': crit_percent}
     try:
@@ -761,8 +764,7 @@ def _line_time(line):
         return None
 
 
-def check_log(path, window_minutes=None, last_lines=None, patterns=None, warn_count=1, crit_count=50,
-              newest=5, max_bytes=50 * 1024 * 1024, now=None):
+def check_log(path, window_minutes, last_lines, patterns, warn_count, crit_count, newest, max_bytes=50 * 1024 * 1024, now=None):
     """Lines matching ERROR/CRITICAL/Traceback within the last window_minutes or last_lines.
 
     In window mode a line's time is its leading ``YYYY-MM-DD HH:MM:SS`` (Victor's log format,
@@ -830,7 +832,7 @@ def newest_backup(path, pattern='*', complete_marker=None):
     return best
 
 
-def check_backup(path, pattern='*', complete_marker=None, warn_age_hours=26, crit_age_hours=50, now=None):
+def check_backup(path, pattern, complete_marker, warn_age_hours, crit_age_hours, now=None):
     """Age in hours of the newest complete backup in a directory."""
     name = 'backup:%s' % path
     threshold = {'warn': warn_age_hours, 'crit': crit_age_hours}
@@ -906,29 +908,29 @@ def import_psycopg():
     return psycopg
 
 
-def check_postgres(host=None, port=5432, dbname='postgres', user=None, password=None, sslmode='prefer',
-                   connect_timeout=5, warn_percent=80, crit_percent=90, psycopg=None):
-    """Connect, SELECT 1, and connections in use versus max_connections."""
+def check_postgres(options, psycopg=None):
+    """Connect, SELECT 1, and connections in use versus max_connections.
+
+    options: the module's postgres option (the common connection options, warn_percent, crit_percent).
+    """
     driver = psycopg or import_psycopg()
-    target = '%s:%s/%s' % (host or 'local socket', port, dbname)
+    conn = libpq_params(options)
+    target = '%s:%s/%s' % (conn.get('host') or 'local socket', conn.get('port'), conn.get('dbname'))
+    warn_percent, crit_percent = options['warn_percent'], options['crit_percent']
     threshold = {'warn': warn_percent, 'crit': crit_percent}
-    # connect_timeout bounds connecting (libpq waits forever at 0: validate_params refuses it)
-    kwargs = dict(port=port, dbname=dbname, sslmode=sslmode, connect_timeout=connect_timeout)
-    for key, value in (('host', host), ('user', user), ('password', password)):
-        if value:
-            kwargs[key] = value
     try:
-        with driver.connect(**kwargs) as connection:
+        # connect_timeout bounds connecting (libpq waits forever at 0: validate_params refuses it)
+        with driver.connect(**conn) as connection:
             with connection.cursor() as cursor:
                 # SET LOCAL, not a startup option: poolers such as pgbouncer refuse unknown startup parameters
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)", ('%ds' % int(connect_timeout),))
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", ('%ds' % int(options['connect_timeout']),))
                 cursor.execute('SELECT 1')
                 cursor.fetchone()
                 cursor.execute("SELECT count(*) FILTER (WHERE backend_type = 'client backend'), current_setting('max_connections')::int"
                                " FROM pg_stat_activity")
                 used, maximum = cursor.fetchone()
     except Exception as exc:  # pylint: disable=broad-except
-        message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, [password])
+        message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, [options.get('login_password')])
         return [result('postgres:connect', CRIT, None, 'SELECT 1', 'cannot query %s: %s' % (target, message)),
                 result('postgres:connections', UNKNOWN, None, threshold, 'not connected')]
     percent = round(used * 100.0 / maximum, 1) if maximum else 0.0
@@ -939,40 +941,61 @@ def check_postgres(host=None, port=5432, dbname='postgres', user=None, password=
 
 # --------------------------------------------------------------------------- orchestration
 
+CHECK_OPTIONS = ('http', 'tls', 'service', 'disk', 'memory', 'log', 'backup', 'sqlite', 'postgres', 'fleet')
+
+
+def option_defaults(name):
+    """The defaults of the dict option name, read from the argument spec (the one place they are written)."""
+    return dict((key, spec.get('default')) for key, spec in health_argument_spec()[name]['options'].items())
+
+
+def complete(name, given):
+    """The dict option name with the argument spec's defaults for what is not given.
+
+    An empty string or list counts as not given where a default exists (``paths: []`` checks the default paths), so
+    every default is written once, in the argument spec. Also for an absent option (fleet
+    without http) and callers that are not the module.
+    """
+    options = option_defaults(name)
+    # an empty value is kept where there is no default to fall back to (log.path '' is checked and reported)
+    options.update((key, value) for key, value in (given or {}).items()
+                   if value is not None and (value not in ('', []) or options.get(key) is None))
+    return options
+
+
 def http_options(http):
-    """Keyword arguments of check_http from the module's http option (defaults filled in)."""
-    http = http or {}
-    headers = dict((str(k), str(v)) for k, v in (http.get('headers') or {}).items())
-    if http.get('bearer_token'):
+    """Keyword arguments of check_http from the module's http option (missing keys: the argument spec's defaults)."""
+    http = complete('http', http)
+    headers = dict((str(k), str(v)) for k, v in http['headers'].items())
+    if http['bearer_token']:
         headers['Authorization'] = 'Bearer %s' % http['bearer_token']
-    return dict(headers=headers, timeout=http.get('timeout') or 10.0,
-                validate_certs=http.get('validate_certs', True) is not False, ca_path=http.get('ca_path'),
-                use_proxy=http.get('use_proxy', True) is not False, expected_status=http.get('expected_status') or [200],
-                latency_warn_ms=http.get('latency_warn_ms', 500), latency_crit_ms=http.get('latency_crit_ms', 2000))
+    return dict(headers=headers, timeout=http['timeout'], validate_certs=http['validate_certs'], ca_path=http['ca_path'],
+                use_proxy=http['use_proxy'], expected_status=http['expected_status'], latency_warn_ms=http['latency_warn_ms'],
+                latency_crit_ms=http['latency_crit_ms'])
 
 
 def check_endpoint(url, paths, options, expected_version=None, tls=None, fetch=http_get):
     """All HTTP checks of one base URL (each path, plus the certificate for https)."""
     checks = []
-    for index, path in enumerate(paths or ['/health']):
+    for index, path in enumerate(paths or complete('http', None)['paths']):
         checks.extend(check_http(url, path, expected_version=expected_version if index == 0 else None, fetch=fetch, **options))
     if tls is not None and url.lower().startswith('https://') and not url_problem(url):
-        checks.append(check_tls(url, tls.get('warn_days', 30), tls.get('crit_days', 7), timeout=options['timeout'],
+        tls = complete('tls', tls)
+        checks.append(check_tls(url, tls['warn_days'], tls['crit_days'], timeout=options['timeout'],
                                 validate_certs=options['validate_certs'], ca_path=options['ca_path']))
     return checks
 
 
-def check_fleet(endpoints, http=None, tls=None, max_workers=50, fetch=http_get):
+def check_fleet(endpoints, http, max_workers, tls=None, fetch=http_get):
     """Check many endpoints concurrently; one entry per endpoint, in the given order."""
     options = http_options(http)
-    default_paths = (http or {}).get('paths') or ['/health']
-    default_version = (http or {}).get('expected_version')
+    http = complete('http', http)
 
     def one(endpoint):
         url = endpoint['url']
         try:
-            checks = check_endpoint(url, endpoint.get('paths') or default_paths, options,
-                                    endpoint.get('expected_version') or default_version, tls, fetch)
+            checks = check_endpoint(url, endpoint.get('paths') or http['paths'], options,
+                                    endpoint.get('expected_version') or http['expected_version'], tls, fetch)
         except Exception as exc:  # pylint: disable=broad-except
             # whatever one endpoint answers, the other endpoints' results still come back
             message = redact('checking %s failed: %s: %s' % (url, type(exc).__name__, exc), options['headers'].values())
@@ -986,44 +1009,44 @@ def check_fleet(endpoints, http=None, tls=None, max_workers=50, fetch=http_get):
 
 
 def run_checks(params, run_command=None, systemctl=None, fetch=http_get):
-    """Run every check the parameters ask for; returns (checks, log_lines, endpoints)."""
+    """Run every check the parameters ask for; returns (checks, log_lines, endpoints).
+
+    params are the module's: every given dict option holds all its keys (the argument spec's defaults).
+    """
     checks, log_lines, endpoints = [], [], []
-    http = params.get('http')
-    if http and http.get('url'):
-        checks.extend(check_endpoint(http['url'], http.get('paths') or ['/health'], http_options(http),
-                                     http.get('expected_version'), params.get('tls'), fetch))
-    service = params.get('service')
-    if service:
-        checks.append(check_service(service.get('name') or 'victor-api', service.get('manager') or 'systemd',
-                                    service.get('pid_file'), run_command, systemctl))
-    disk = params.get('disk')
-    if disk:
-        checks.extend(check_disk(disk.get('paths') or ['/'], disk.get('warn_percent'), disk.get('crit_percent')))
-    memory = params.get('memory')
-    if memory:
-        checks.append(check_memory(memory.get('warn_percent'), memory.get('crit_percent')))
-    log = params.get('log')
-    if log:
-        check, log_lines = check_log(log['path'], log.get('window_minutes'), log.get('last_lines'), log.get('patterns'),
-                                     log.get('warn_count'), log.get('crit_count'), log.get('newest', 5))
+    given = dict((name, complete(name, params[name])) for name in CHECK_OPTIONS if params.get(name))
+    http = given.get('http')
+    if http and http['url']:
+        checks.extend(check_endpoint(http['url'], http['paths'], http_options(http), http['expected_version'],
+                                     given.get('tls'), fetch))
+    if 'service' in given:
+        checks.append(check_service(run_command=run_command, systemctl=systemctl, **given['service']))
+    if 'disk' in given:
+        checks.extend(check_disk(**given['disk']))
+    if 'memory' in given:
+        checks.append(check_memory(**given['memory']))
+    if 'log' in given:
+        check, log_lines = check_log(**given['log'])
         checks.append(check)
-    backup = params.get('backup')
-    if backup:
-        checks.append(check_backup(backup['path'], backup.get('pattern') or '*', backup.get('complete_marker'),
-                                   backup.get('warn_age_hours'), backup.get('crit_age_hours')))
-    sqlite = params.get('sqlite')
-    if sqlite:
-        for path in sqlite.get('paths') or []:
-            checks.append(check_sqlite(path, bool(sqlite.get('missing_ok'))))
-    postgres = params.get('postgres')
-    if postgres:
-        checks.extend(check_postgres(postgres.get('host'), postgres.get('port') or 5432, postgres.get('dbname') or 'postgres',
-                                     postgres.get('user'), postgres.get('password'), postgres.get('sslmode') or 'prefer',
-                                     postgres.get('connect_timeout') or 5, postgres.get('warn_percent'), postgres.get('crit_percent')))
-    fleet = params.get('fleet')
-    if fleet:
-        endpoints = check_fleet(fleet.get('endpoints') or [], http, params.get('tls'), fleet.get('max_workers') or 50, fetch)
+    if 'backup' in given:
+        checks.append(check_backup(**given['backup']))
+    if 'sqlite' in given:
+        for path in given['sqlite']['paths'] or []:
+            checks.append(check_sqlite(path, given['sqlite']['missing_ok']))
+    if 'postgres' in given:
+        checks.extend(check_postgres(given['postgres']))
+    if 'fleet' in given:
+        endpoints = check_fleet(given['fleet']['endpoints'], http, given['fleet']['max_workers'], given.get('tls'), fetch)
     return checks, log_lines, endpoints
+
+
+def postgres_options():
+    """The postgres check's options: the common connection options (a quicker timeout, the postgres database) and thresholds."""
+    options = postgres_common_argument_spec()
+    options['connect_timeout']['default'] = 5
+    options['login_db']['default'] = 'postgres'
+    options.update(warn_percent=dict(type='float', default=80), crit_percent=dict(type='float', default=90))
+    return options
 
 
 def health_argument_spec():
@@ -1081,17 +1104,7 @@ def health_argument_spec():
             paths=dict(type='list', elements='path', required=True),
             missing_ok=dict(type='bool', default=False),
         )),
-        postgres=dict(type='dict', options=dict(
-            host=dict(type='str'),
-            port=dict(type='int', default=5432),
-            dbname=dict(type='str', default='postgres'),
-            user=dict(type='str'),
-            password=dict(type='str', no_log=True),
-            sslmode=dict(type='str', default='prefer', choices=['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']),
-            connect_timeout=dict(type='int', default=5),
-            warn_percent=dict(type='float', default=80),
-            crit_percent=dict(type='float', default=90),
-        )),
+        postgres=dict(type='dict', options=postgres_options()),
         fleet=dict(type='dict', options=dict(
             endpoints=dict(type='list', elements='dict', required=True, options=dict(
                 url=dict(type='str', required=True),

@@ -40,9 +40,11 @@ author:
 requirements:
   - zstd (Debian package C(zstd)) on the managed node
   - age (Debian package C(age)) when archives are encrypted
-  - pg_dump and pg_restore (Debian package C(postgresql-client), as new as the server) with O(postgres_url)
+  - pg_dump and pg_restore (Debian package C(postgresql-client), as new as the server) with O(login_db)
 extends_documentation_fragment:
+  - victor.ops.attributes
   - victor.ops.backup_storage
+  - victor.ops.postgres
 options:
   state:
     description:
@@ -185,36 +187,31 @@ options:
     description: Victor's virtualenv, where O(victor_version) is read from when it is not given.
     type: path
     default: /opt/victor/current
-  postgres_url:
+  login_db:
     description:
-      - URL of a PostgreSQL database to include (e.g. Victor's checkpoint database),
-        C(postgresql://user:password@host:port/dbname), query parameters C(sslmode), C(sslrootcert),
-        C(sslcert), C(sslkey), C(connect_timeout), C(application_name), C(options), C(host) (a socket directory).
+      - PostgreSQL database to include (e.g. Victor's checkpoint database), reached with the connection options
+        (O(login_host), O(login_user), O(login_password) ...). Unset, the backup holds no database dump.
       - With O(state=create) and O(scope=full) or O(scope=database), the backup holds a C(pg_dump --format=custom)
         dump of it, recorded in the manifest (database, server version, size, sha256).
       - With O(state=restore), the database the dump is restored into (C(pg_restore --clean --if-exists) in one
         transaction), after a C(pg_dump) of it was kept in the safety copy. With O(state=revert), the database that
         safety dump is put back into.
-      - Never logged, never on a command line; pg_dump and pg_restore get the password in a PGPASSFILE
-        (mode 0600 in a private temporary directory). Without a password in the URL, libpq's defaults
-        apply (C(~/.pgpass), peer or certificate authentication).
-    type: str
+      - pg_dump and pg_restore get the connection in their environment and O(login_password) in a PGPASSFILE
+        (mode 0600 in a private temporary directory), never on a command line.
+      - Replaces C(postgres_url) (0.1.0); roles turn a URL into these options with the C(victor.ops.postgres_url_options) filter.
   postgres_restore:
     description:
-      - With O(state=restore), restore the PostgreSQL dump the backup holds (needs O(postgres_url)).
+      - With O(state=restore), restore the PostgreSQL dump the backup holds (needs O(login_db)).
         V(false) restores the files only.
     type: bool
     default: true
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Nothing is written; create, prune and restore report what they would do (prune lists what would go and why each kept backup is kept).
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: none
     details: Each O(state=create) makes a new backup by design. V(verify) with O(record_verification=false) never changes anything.
 seealso:
@@ -269,13 +266,19 @@ EXAMPLES = r"""
 - name: Full backup including Victor's PostgreSQL checkpoint database
   victor.ops.victor_backup:
     state: create
-    postgres_url: "postgresql://victor:{{ victor_checkpoint_db_password }}@127.0.0.1:5432/checkpoints"
+    login_host: 127.0.0.1
+    login_user: victor
+    login_password: "{{ victor_checkpoint_db_password }}"
+    login_db: checkpoints
 
 - name: Put the previous state back (files and, from its pre-restore dump, the PostgreSQL database)
   victor.ops.victor_backup:
     state: revert
     safety_copy: "{{ victor_restore_result.safety_copy }}"
-    postgres_url: "postgresql://victor:{{ victor_checkpoint_db_password }}@127.0.0.1:5432/checkpoints"
+    login_host: 127.0.0.1
+    login_user: victor
+    login_password: "{{ victor_checkpoint_db_password }}"
+    login_db: checkpoints
 """
 
 RETURN = r"""
@@ -376,10 +379,12 @@ from ansible_collections.victor.ops.plugins.module_utils import backup as bk
 from ansible_collections.victor.ops.plugins.module_utils import backup_postgres
 from ansible_collections.victor.ops.plugins.module_utils import backup_retention
 from ansible_collections.victor.ops.plugins.module_utils import backup_s3
+from ansible_collections.victor.ops.plugins.module_utils.postgres_common import postgres_common_argument_spec
 
 
 def argument_spec():
     spec = backup_s3.storage_argument_spec()
+    spec.update(postgres_common_argument_spec())
     spec.update(
         state=dict(type="str", default="create", choices=["create", "verify", "prune", "restore", "revert"]),
         source=dict(type="path", default="/var/lib/victor/.victor"),
@@ -410,7 +415,6 @@ def argument_spec():
         victor_venv=dict(type="path", default="/opt/victor/current"),
         age_identity=dict(type="str", no_log=True),
         missing_ok=dict(type="bool", default=False),
-        postgres_url=dict(type="str", no_log=True),
         postgres_restore=dict(type="bool", default=True),
     )
     return spec
@@ -423,10 +427,10 @@ def make_store(module, params):
 
 
 def make_postgres(module, params, tools=None):
-    """The PostgresSource for postgres_url (None without it); pg_dump/pg_restore must be installed."""
-    if not params["postgres_url"]:
+    """The PostgresSource of the connection options (None without login_db); pg_dump/pg_restore must be installed."""
+    if not params["login_db"]:
         return None
-    source = backup_postgres.PostgresSource(params["postgres_url"], pg_dump=module.get_bin_path("pg_dump", required=True),
+    source = backup_postgres.PostgresSource(params, pg_dump=module.get_bin_path("pg_dump", required=True),
                                             pg_restore=module.get_bin_path("pg_restore", required=True))
     if tools is not None:
         tools.pg_restore = source.pg_restore

@@ -22,6 +22,7 @@ description:
 author:
   - victor.ops maintainers (@victor-ops)
 extends_documentation_fragment:
+  - victor.ops.attributes
   - victor.ops.backup_storage
 options:
   filter_type:
@@ -41,13 +42,10 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
 seealso:
   - module: victor.ops.victor_backup

@@ -37,9 +37,11 @@ requirements:
   - Python 3 with the sqlite3 standard module for O(engine=sqlite).
   - psycopg 3 (Debian C(python3-psycopg)) for O(engine=postgresql).
   - redis-py (Debian C(python3-redis)) for O(engine=redis).
+extends_documentation_fragment:
+  - victor.ops.attributes
+  - victor.ops.postgres
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Nothing is written; each writing operation returns C(would_run) and the statements it would run.
@@ -47,10 +49,8 @@ attributes:
         (C(mode=ro&readonly_shm=1), or C(immutable=1) when there is no C(-wal)); so are runs of only
         C(stats), C(integrity_check) and C(quick_check).
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: partial
     details: >-
       Vacuums run only above the fragmentation or dead-tuple thresholds and ANALYZE reports changed only when
@@ -100,31 +100,30 @@ options:
     type: bool
     default: true
   login_host:
-    description: PostgreSQL or Redis host (or PostgreSQL socket directory).
-    type: str
+    description:
+      - PostgreSQL host (see the connection options below), or the Redis host (default C(127.0.0.1)).
+      - Mutually exclusive with O(login_unix_socket).
   login_port:
-    description: PostgreSQL or Redis port (defaults 5432 and 6379).
-    type: int
+    description: Port of PostgreSQL (5432 when unset) or Redis (6379 when unset), 1 to 65535.
+    default: null
   login_user:
     description: PostgreSQL role, or Redis ACL user.
-    type: str
   login_password:
-    description: Password; passed to the driver, never on a command line.
-    type: str
-  database:
-    description: PostgreSQL database (Victor's). C(clear_locks), C(locks) and C(reindex) act only on this database.
-    type: str
-    aliases: [login_db]
+    description:
+      - PostgreSQL or Redis password; passed to the driver, never on a command line, never logged.
+  login_db:
+    description:
+      - PostgreSQL database (Victor's). C(clear_locks), C(locks) and C(reindex) act only on this database.
+      - Renamed from C(database) in 0.1.0, which stays an alias.
   conninfo:
-    description: A libpq connection string or URI; options above override its parts.
+    description:
+      - A libpq connection string or URI; the connection options (O(login_host), O(login_db) ...) override its parts.
     type: str
     default: ""
   connect_timeout:
     description:
       - Seconds to wait for a PostgreSQL or Redis connection, 1 to 3600 (libpq would wait forever at 0).
       - For Redis also the longest wait for each reply; a timed-out command is not retried.
-    type: int
-    default: 10
   tables:
     description:
       - PostgreSQL tables (C(table) or C(schema.table)) for C(vacuum), C(analyze) and C(reindex).
@@ -137,7 +136,7 @@ options:
     type: int
     default: 1
   reindex_scope:
-    description: PostgreSQL C(reindex) of O(tables) (C(table)) or of the whole O(database) (C(database)).
+    description: PostgreSQL C(reindex) of O(tables) (C(table)) or of the whole O(login_db) (C(database)).
     type: str
     default: table
     choices: [table, database]
@@ -194,7 +193,7 @@ EXAMPLES = r"""
     login_host: db.internal
     login_user: victor
     login_password: "{{ vault_victor_db_password }}"
-    database: victor
+    login_db: victor
     operations: [stats, vacuum, slow_queries, pool_stats]
 
 - name: Terminate sessions blocking Victor for more than 10 minutes (check mode lists them)
@@ -203,7 +202,7 @@ EXAMPLES = r"""
     login_host: db.internal
     login_user: postgres
     login_password: "{{ vault_postgres_password }}"
-    database: victor
+    login_db: victor
     operations: [locks, clear_locks]
     lock_threshold: 600
 
@@ -289,12 +288,15 @@ from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import (
     check_operations,
 )
 from ansible_collections.victor.ops.plugins.module_utils import db_maintenance_postgres as pg
+from ansible_collections.victor.ops.plugins.module_utils.postgres_common import postgres_common_argument_spec
 from ansible_collections.victor.ops.plugins.module_utils import db_maintenance_redis as rd
 from ansible_collections.victor.ops.plugins.module_utils import db_maintenance_sqlite as lite
 
 
 def argument_spec():
-    return dict(
+    spec = postgres_common_argument_spec()
+    spec['login_port']['default'] = None  # PostgreSQL 5432, Redis 6379: each driver's own default
+    spec.update(
         engine=dict(type='str', required=True, choices=['sqlite', 'postgresql', 'redis']),
         operations=dict(type='list', elements='str', required=True, choices=ALL_OPERATIONS),
         path=dict(type='path'),
@@ -303,13 +305,7 @@ def argument_spec():
         vacuum_mode=dict(type='str', default='in_place', choices=['in_place', 'into']),
         vacuum_min_fragmentation=dict(type='float', default=0.0),
         row_counts=dict(type='bool', default=True),
-        login_host=dict(type='str'),
-        login_port=dict(type='int'),
-        login_user=dict(type='str'),
-        login_password=dict(type='str', no_log=True),
-        database=dict(type='str', aliases=['login_db']),
         conninfo=dict(type='str', default='', no_log=True),
-        connect_timeout=dict(type='int', default=10),
         tables=dict(type='list', elements='str', default=[]),
         min_dead_tuples=dict(type='int', default=1),
         reindex_scope=dict(type='str', default='table', choices=['table', 'database']),
@@ -321,6 +317,7 @@ def argument_spec():
         pattern=dict(type='str'),
         scan_count=dict(type='int', default=500),
     )
+    return spec
 
 
 def _run(module, operations):
@@ -338,9 +335,7 @@ def _run(module, operations):
         if not pg.HAS_PSYCOPG:
             module.fail_json(msg=missing_required_lib('psycopg (Debian package python3-psycopg)'),
                              exception=str(pg.PSYCOPG_IMPORT_ERROR))
-        params = dict(host=p['login_host'], port=p['login_port'], user=p['login_user'], password=p['login_password'],
-                      database=p['database'], conninfo=p['conninfo'], connect_timeout=p['connect_timeout'])
-        return pg.run_operations(params, operations, module.check_mode, p['tables'], p['reindex_scope'], p['concurrently'],
+        return pg.run_operations(p, operations, module.check_mode, p['tables'], p['reindex_scope'], p['concurrently'],
                                  p['min_dead_tuples'], p['lock_threshold'], p['slow_query_limit'])
     if not rd.HAS_REDIS:
         module.fail_json(msg=missing_required_lib('redis (Debian package python3-redis)'), exception=str(rd.REDIS_IMPORT_ERROR))
@@ -354,7 +349,7 @@ def _run(module, operations):
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     engine = module.params['engine']
-    target = module.params['path'] or module.params['database'] or module.params['login_host'] or engine
+    target = module.params['path'] or module.params['login_db'] or module.params['login_host'] or engine
     base = dict(changed=False, engine=engine, operations=module.params['operations'], busy=False, report={})
     try:
         operations = check_operations(engine, module.params['operations'])

@@ -24,16 +24,16 @@ description:
   - The module only reads. It never reports C(changed) and runs the same in check mode.
 author:
   - victor.ops maintainers (@victor-ops)
+extends_documentation_fragment:
+  - victor.ops.attributes
+  - victor.ops.postgres.health
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The checks only read, so check mode runs them unchanged.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
 options:
   http:
@@ -235,44 +235,9 @@ options:
     description:
       - Connect, C(SELECT 1), and connections used versus C(max_connections)
         (C(postgres:connect), C(postgres:connections)). Needs the psycopg (3) library.
+      - Takes the connection options every victor.ops module that connects to PostgreSQL takes
+        (fragment C(victor.ops.postgres)), and the thresholds O(postgres.warn_percent) and O(postgres.crit_percent).
     type: dict
-    suboptions:
-      host:
-        description: Host name, address or socket directory; the local socket when unset.
-        type: str
-      port:
-        description: Port.
-        type: int
-        default: 5432
-      dbname:
-        description: Database.
-        type: str
-        default: postgres
-      user:
-        description: User.
-        type: str
-      password:
-        description: Password (never logged).
-        type: str
-      sslmode:
-        description: libpq sslmode.
-        type: str
-        choices: [disable, allow, prefer, require, verify-ca, verify-full]
-        default: prefer
-      connect_timeout:
-        description:
-          - Seconds to wait for the connection, 1 to 3600 (libpq would wait forever at 0); also the
-            C(statement_timeout) of the check's queries.
-        type: int
-        default: 5
-      warn_percent:
-        description: Warn above this share of max_connections.
-        type: float
-        default: 80
-      crit_percent:
-        description: Critical above this share of max_connections.
-        type: float
-        default: 90
   fleet:
     description:
       - Check many endpoints concurrently with the O(http) and O(tls) settings. Results are
@@ -360,10 +325,10 @@ EXAMPLES = r"""
 - name: Check PostgreSQL connectivity and connection usage
   victor.ops.victor_health:
     postgres:
-      host: db.internal
-      user: victor
-      password: "{{ vault_pg_password }}"
-      dbname: victor
+      login_host: db.internal
+      login_user: victor
+      login_password: "{{ vault_pg_password }}"
+      login_db: victor
 
 - name: Check every Victor endpoint of the fleet from the controller in one task
   victor.ops.victor_health:

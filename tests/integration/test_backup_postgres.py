@@ -16,6 +16,7 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.victor.ops.plugins.module_utils import backup as bk
 from ansible_collections.victor.ops.plugins.module_utils import backup_postgres as bp
 from ansible_collections.victor.ops.plugins.modules import victor_backup
+from ansible_collections.victor.ops.plugins.filter.postgres_url_options import postgres_url_options
 
 psycopg = pytest.importorskip('psycopg')
 
@@ -31,6 +32,11 @@ def _connect(info, dbname, user='postgres', password=SUPER_PASSWORD):
 def _url(info, password=OWNER_PASSWORD, database='checkpoints'):
     from urllib.parse import quote
     return 'postgresql://ckpt:%s@%s:%d/%s' % (quote(password, safe=''), info['host'], info['port'], database)
+
+
+def _options(info, password=OWNER_PASSWORD, database='checkpoints'):
+    """The connection options, as the roles make them from Victor's URL (the victor.ops.postgres_url_options filter)."""
+    return postgres_url_options(_url(info, password, database))
 
 
 @pytest.fixture(name='pg')
@@ -87,7 +93,7 @@ def test_backup_drop_restore_and_revert_through_the_module(pg, state, tmp_path, 
         return real_run(argv, **kwargs)  # pylint: disable=subprocess-run-check
 
     monkeypatch.setattr(bp.subprocess, 'run', spy)
-    common = {'source': str(state), 'repository': str(tmp_path / 'repo'), 'postgres_url': _url(info)}
+    common = dict({'source': str(state), 'repository': str(tmp_path / 'repo')}, **_options(info))
     failed, result, out = run_module(dict(common, state='create', _ansible_check_mode=True), capsys)
     assert not failed and result['files'] == ['profiles.yaml', 'victor.db', '.victor-backup-postgres/checkpoints.pgdump']
     assert not calls and not os.path.exists(str(tmp_path / 'repo'))  # check mode: no pg_dump, nothing written
@@ -140,7 +146,7 @@ def test_backup_drop_restore_and_revert_through_the_module(pg, state, tmp_path, 
 def test_failed_pg_restore_leaves_database_unchanged_and_puts_files_back(pg, state, tmp_path):
     info, conn = pg
     store = bk.LocalStore(str(tmp_path / 'repo'))
-    source = bp.PostgresSource(_url(info))
+    source = bp.PostgresSource(_options(info))
     manifest = bk.create_backup(store, str(state), str(tmp_path / 'work'), bk.Tools(), postgres=[source])
     conn.execute('DELETE FROM checkpoints WHERE id > 10')
     conn.execute('CREATE VIEW recent AS SELECT * FROM checkpoints')  # blocks DROP TABLE checkpoints: pg_restore fails
@@ -181,7 +187,7 @@ def _rewrite_dump(store, manifest, mutate):
 def test_flipped_bytes_fail_verify_and_restore_changes_nothing(pg, state, tmp_path):
     info, conn = pg
     store = bk.LocalStore(str(tmp_path / 'repo'))
-    source = bp.PostgresSource(_url(info))
+    source = bp.PostgresSource(_options(info))
     manifest = bk.create_backup(store, str(state), str(tmp_path / 'work'), bk.Tools(), postgres=[source], scope='database')
     assert sorted(f['path'] for f in manifest['files']) == ['.victor-backup-postgres/checkpoints.pgdump', 'victor.db']
     assert bk.verify_backup(store, store.list_manifests()[0], manifest, bk.Tools(), str(tmp_path / 'v0'))['ok']
@@ -210,17 +216,19 @@ def test_flipped_bytes_fail_verify_and_restore_changes_nothing(pg, state, tmp_pa
     assert not result['ok'] and 'pg_restore' in ' '.join(result['problems'])
 
 
-@pytest.mark.parametrize('make_url, message', [
-    (lambda info: _url(info, password='wrong-password-123'), 'password authentication failed'),
-    (lambda info: _url(info, database='missing_db'), 'database "missing_db" does not exist'),
-    (lambda info: 'postgresql://ckpt:wrong-password-123@127.0.0.1:1/checkpoints', 'pg_dump of postgresql://ckpt@127.0.0.1:1/checkpoints failed'),
-    (lambda info: 'mysql://ckpt:wrong-password-123@127.0.0.1/x', 'must start with postgresql://'),
-    (lambda info: 'postgresql://ckpt:wrong-password-123@127.0.0.1:%d' % info['port'], 'must name the database'),
-    (lambda info: _url(info, password='wrong-password-123') + '?sslfoo=1', "parameter 'sslfoo' is not supported"),
+@pytest.mark.parametrize('make_options, message', [
+    (lambda info: _options(info, password='wrong-password-123'), 'password authentication failed'),
+    (lambda info: _options(info, database='missing_db'), 'database "missing_db" does not exist'),
+    (lambda info: dict(_options(info, password='wrong-password-123'), login_port=1),
+     'pg_dump of postgresql://ckpt@127.0.0.1:1/checkpoints failed'),
+    (lambda info: dict(_options(info, password='wrong-password-123'), login_port=70000), 'login_port must be 1-65535'),
+    (lambda info: dict(_options(info, password='wrong-password-123'), login_unix_socket='/run/postgresql'),
+     'login_host and login_unix_socket are mutually exclusive'),
+    (lambda info: dict(_options(info, password='wrong-password-123'), connect_timeout=0), 'connect_timeout must be 1-3600'),
 ])
-def test_bad_url_or_credentials_fail_clearly_without_the_password(pg, state, tmp_path, capsys, make_url, message):
+def test_bad_options_or_credentials_fail_clearly_without_the_password(pg, state, tmp_path, capsys, make_options, message):
     info, _conn = pg
-    args = {'source': str(state), 'repository': str(tmp_path / 'repo'), 'postgres_url': make_url(info)}
+    args = dict({'source': str(state), 'repository': str(tmp_path / 'repo')}, **make_options(info))
     failed, result, out = run_module(args, capsys)
     assert failed
     assert message in result['msg']
@@ -231,10 +239,10 @@ def test_bad_url_or_credentials_fail_clearly_without_the_password(pg, state, tmp
 def test_restore_without_url_refuses_and_files_only_is_possible(pg, state, tmp_path, capsys):
     info, _conn = pg
     common = {'source': str(state), 'repository': str(tmp_path / 'repo')}
-    failed, result, _out = run_module(dict(common, postgres_url=_url(info)), capsys)
+    failed, result, _out = run_module(dict(common, **_options(info)), capsys)
     assert not failed, result
     failed, result, _out = run_module(dict(common, state='restore'), capsys)
-    assert failed and 'give postgres_url to restore it' in result['msg']
+    assert failed and 'give login_db (and the connection options) to restore it' in result['msg']
     failed, result, _out = run_module(dict(common, state='restore', postgres_restore=False), capsys)
     assert not failed and result['postgres'] is None
     assert sorted(os.listdir(str(state))) == ['profiles.yaml', 'victor.db']
@@ -244,7 +252,7 @@ def test_timer_cli_dumps_postgres_from_its_config(pg, state, tmp_path, capsys):
     from ansible_collections.victor.ops.plugins.module_utils import backup_cli
     info, conn = pg
     config = tmp_path / 'backup.json'
-    config.write_text(json.dumps({'source': str(state), 'repository': str(tmp_path / 'repo'), 'postgres_url': _url(info)}))
+    config.write_text(json.dumps({'source': str(state), 'repository': str(tmp_path / 'repo'), 'postgres': _options(info)}))
     assert backup_cli.main(['--config', str(config), 'create', '--scope', 'database']) == 0
     assert backup_cli.main(['--config', str(config), 'verify']) == 0
     out = capsys.readouterr().out
@@ -253,10 +261,10 @@ def test_timer_cli_dumps_postgres_from_its_config(pg, state, tmp_path, capsys):
     assert [d['database'] for d in manifest['databases'] if d.get('engine') == 'postgresql'] == ['checkpoints']
     conn.execute('TRUNCATE checkpoints')
     bk.restore_backup(bk.LocalStore(str(tmp_path / 'repo')), [manifest], manifest, bk.Tools(), str(state), scope='database',
-                      postgres=bp.PostgresSource(_url(info)))
+                      postgres=bp.PostgresSource(_options(info)))
     assert _rows(conn) == 3000
     config.write_text(json.dumps({'source': str(state), 'repository': str(tmp_path / 'repo'),
-                                  'postgres_url': _url(info, password='wrong-password-123')}))
+                                  'postgres': _options(info, password='wrong-password-123')}))
     assert backup_cli.main(['--config', str(config), 'create']) == 1
     err = capsys.readouterr().err
     assert 'password authentication failed' in err and 'wrong-password-123' not in err
@@ -270,8 +278,8 @@ def test_url_without_password_uses_the_users_pgpass(pg, state, tmp_path, monkeyp
     pgpass.write_text('127.0.0.1:%d:checkpoints:ckpt:%s\n' % (info['port'], OWNER_PASSWORD.replace('\\', '\\\\').replace(':', '\\:')))
     os.chmod(str(pgpass), 0o600)
     monkeypatch.setenv('HOME', str(home))
-    monkeypatch.setenv('PGPASSWORD', 'inherited-wrong')  # scrubbed: only the URL and ~/.pgpass count
-    source = bp.PostgresSource('postgresql://ckpt@127.0.0.1:%d/checkpoints' % info['port'])
+    monkeypatch.setenv('PGPASSWORD', 'inherited-wrong')  # scrubbed: only the options and ~/.pgpass count
+    source = bp.PostgresSource({'login_host': '127.0.0.1', 'login_port': info['port'], 'login_user': 'ckpt', 'login_db': 'checkpoints'})
     store = bk.LocalStore(str(tmp_path / 'repo'))
     manifest = bk.create_backup(store, str(state), str(tmp_path / 'work'), bk.Tools(), postgres=[source], scope='database')
     assert [d['database'] for d in manifest['databases'] if d.get('engine') == 'postgresql'] == ['checkpoints']

@@ -42,7 +42,7 @@ def run_module(args, capsys, check_mode=False):
 
 def _args(cluster, operations, user='victor', password=VICTOR_PASSWORD, database='victor', **extra):
     args = {'engine': 'postgresql', 'login_host': cluster['host'], 'login_port': cluster['port'], 'login_user': user,
-            'login_password': password, 'database': database, 'operations': operations}
+            'login_password': password, 'login_db': database, 'operations': operations}
     args.update(extra)
     return args
 
@@ -229,7 +229,9 @@ def test_pool_stats_counts_connections(cluster, capsys):
 @pytest.mark.parametrize('override, message', [
     ({'conninfo': 'this is not a dsn', 'login_host': None, 'login_port': None}, 'invalid PostgreSQL connection string'),
     ({'login_password': 'wrong'}, 'cannot connect to PostgreSQL: '),
-    ({'database': 'missing_db'}, 'cannot connect to PostgreSQL: '),
+    ({'login_db': 'missing_db'}, 'cannot connect to PostgreSQL: '),
+    ({'ssl_mode': 'require'}, 'server does not support SSL'),  # the common ssl_mode reaches libpq
+    ({'login_unix_socket': '/nonexistent'}, 'login_host and login_unix_socket are mutually exclusive'),
     ({'operations': ['vacuum_db']}, 'value of operations must be one or more of'),
     ({'operations': ['wal_checkpoint']}, "operation 'wal_checkpoint' is not supported for engine postgresql"),
 ])
@@ -240,3 +242,19 @@ def test_bad_input_fails_clearly(cluster, override, message, capsys):
     assert failed
     assert message in result['msg']
     assert VICTOR_PASSWORD not in json.dumps(result) and 'wrong' not in result['msg']
+
+
+def test_database_stays_an_alias_of_login_db(cluster, capsys):
+    args = _args(cluster, ['stats'], database='victor_pss')
+    args['database'] = args.pop('login_db')
+    failed, result = run_module(args, capsys)
+    assert not failed, result
+    assert result['report']['stats']['database'] == 'victor_pss'
+
+
+def test_login_unix_socket_connects_through_the_socket(cluster, capsys):
+    args = _args(cluster, ['stats'])
+    args.update(login_host=None, login_unix_socket=cluster['workdir'])
+    failed, result = run_module(args, capsys)
+    assert not failed, result
+    assert result['report']['stats']['database'] == 'victor'

@@ -63,9 +63,10 @@ def cluster():
 
 
 def _check(port, **kwargs):
-    params = dict(host='127.0.0.1', port=port, user='postgres', password=PASSWORD, sslmode='disable', connect_timeout=5)
+    params = dict((name, spec.get('default')) for name, spec in health.postgres_options().items())  # as the module has them
+    params.update(login_host='127.0.0.1', login_port=port, login_user='postgres', login_password=PASSWORD, ssl_mode='disable')
     params.update(kwargs)
-    return dict((c['name'], c) for c in health.check_postgres(**params))
+    return dict((c['name'], c) for c in health.check_postgres(params))
 
 
 def test_connects_and_reports_usage(cluster):
@@ -77,7 +78,7 @@ def test_connects_and_reports_usage(cluster):
 
 
 def test_wrong_password_is_crit(cluster):
-    checks = _check(cluster, password='wrong')
+    checks = _check(cluster, login_password='wrong')
     assert checks['postgres:connect']['status'] == 'crit'
     assert 'password authentication failed' in checks['postgres:connect']['message']
     assert PASSWORD not in checks['postgres:connect']['message']
@@ -97,4 +98,4 @@ def test_connection_usage_thresholds(cluster, held, status):
 
 
 def test_unknown_database_is_crit(cluster):
-    assert _check(cluster, dbname='nope')['postgres:connect']['status'] == 'crit'
+    assert _check(cluster, login_db='nope')['postgres:connect']['status'] == 'crit'

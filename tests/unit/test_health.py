@@ -14,6 +14,26 @@ import pytest
 from ansible_collections.victor.ops.plugins.module_utils import health
 
 
+def _as_module(option, function):
+    """function called as the module calls it: the argument spec's defaults for the options a test leaves out."""
+    import inspect
+    parameters = inspect.signature(function).parameters
+
+    def call(*args, **kwargs):
+        given = inspect.signature(function).bind_partial(*args, **kwargs).arguments
+        defaults = dict((k, v) for k, v in health.option_defaults(option).items() if k in parameters)
+        return function(**dict(defaults, **given))
+    return call
+
+
+check_service = _as_module('service', health.check_service)
+check_disk = _as_module('disk', health.check_disk)
+check_memory = _as_module('memory', health.check_memory)
+check_log = _as_module('log', health.check_log)
+check_backup = _as_module('backup', health.check_backup)
+check_fleet = _as_module('fleet', health.check_fleet)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     routes = {
         '/health': (200, {'status': 'healthy', 'version': '0.9.5'}, 0),
@@ -293,30 +313,30 @@ def test_https_endpoint_checks_include_certificate(tls_server):
 def test_service_systemd_states():
     def runner(state, rc):
         return lambda argv: (rc, state + '\n', '')
-    assert health.check_service('victor-api', run_command=runner('active', 0), systemctl='/bin/systemctl')['status'] == 'ok'
-    assert health.check_service('victor-api', run_command=runner('activating', 3), systemctl='/bin/systemctl')['status'] == 'warn'
-    stopped = health.check_service('victor-api', run_command=runner('inactive', 3), systemctl='/bin/systemctl')
+    assert check_service('victor-api', run_command=runner('active', 0), systemctl='/bin/systemctl')['status'] == 'ok'
+    assert check_service('victor-api', run_command=runner('activating', 3), systemctl='/bin/systemctl')['status'] == 'warn'
+    stopped = check_service('victor-api', run_command=runner('inactive', 3), systemctl='/bin/systemctl')
     assert (stopped['status'], stopped['value']) == ('crit', 'inactive')
-    assert health.check_service('victor-api', run_command=runner('active', 0), systemctl=None)['status'] == 'unknown'
+    assert check_service('victor-api', run_command=runner('active', 0), systemctl=None)['status'] == 'unknown'
 
 
 def test_service_process_pid_file(tmp_path):
     pid_file = tmp_path / 'victor.pid'
     pid_file.write_text('%d\n' % os.getpid())
-    assert health.check_service(manager='process', pid_file=str(pid_file))['status'] == 'ok'
+    assert check_service(manager='process', pid_file=str(pid_file))['status'] == 'ok'
     proc = subprocess.Popen(['true'])
     proc.wait()
     pid_file.write_text(str(proc.pid))
-    assert health.check_service(manager='process', pid_file=str(pid_file))['status'] == 'crit'
+    assert check_service(manager='process', pid_file=str(pid_file))['status'] == 'crit'
     pid_file.write_text('garbage')
-    assert health.check_service(manager='process', pid_file=str(pid_file))['status'] == 'crit'
-    assert health.check_service(manager='process', pid_file=str(tmp_path / 'none.pid'))['status'] == 'crit'
-    assert health.check_service(manager='process', pid_file=None)['status'] == 'unknown'
+    assert check_service(manager='process', pid_file=str(pid_file))['status'] == 'crit'
+    assert check_service(manager='process', pid_file=str(tmp_path / 'none.pid'))['status'] == 'crit'
+    assert check_service(manager='process', pid_file=None)['status'] == 'unknown'
 
 
 def test_service_pid_file_that_is_an_endless_device_is_read_bounded():
     # /dev/zero never ends: an unbounded read() once took the whole machine's memory.
-    check = health.check_service(manager='process', pid_file='/dev/zero')
+    check = check_service(manager='process', pid_file='/dev/zero')
     assert check['status'] == 'crit' and 'is not a regular file' in check['message']
 
 
@@ -325,16 +345,16 @@ def test_service_pid_file_that_is_an_endless_device_is_read_bounded():
 def test_disk_thresholds_on_real_filesystem(tmp_path):
     used = health.disk_usage_percent(str(tmp_path))
     assert 0 <= used <= 100
-    assert health.check_disk([str(tmp_path)], 100, 100)[0]['status'] == 'ok'
+    assert check_disk([str(tmp_path)], 100, 100)[0]['status'] == 'ok'
     if used > 0:
-        assert health.check_disk([str(tmp_path)], 0, 100)[0]['status'] == 'warn'
-        assert health.check_disk([str(tmp_path)], 0, 0)[0]['status'] == 'crit'
-    missing = health.check_disk([str(tmp_path / 'nope')])[0]
+        assert check_disk([str(tmp_path)], 0, 100)[0]['status'] == 'warn'
+        assert check_disk([str(tmp_path)], 0, 0)[0]['status'] == 'crit'
+    missing = check_disk([str(tmp_path / 'nope')])[0]
     assert missing['status'] == 'unknown' and 'does not exist' in missing['message']
 
 
 def test_disk_uses_usage_function():
-    check = health.check_disk(['/data'], 85, 95, usage=lambda path: 90.0)[0]
+    check = check_disk(['/data'], 85, 95, usage=lambda path: 90.0)[0]
     assert (check['name'], check['status'], check['value']) == ('disk:/data', 'warn', 90.0)
 
 
@@ -346,15 +366,15 @@ def _meminfo(tmp_path, total, available):
 
 @pytest.mark.parametrize('available,expected', [(500, 'ok'), (150, 'warn'), (40, 'crit')])
 def test_memory_thresholds(tmp_path, available, expected):
-    check = health.check_memory(80, 95, meminfo=_meminfo(tmp_path, 1000, available))
+    check = check_memory(80, 95, meminfo=_meminfo(tmp_path, 1000, available))
     assert check['status'] == expected
     assert check['value'] == round(100 - available / 10.0, 1)
 
 
 def test_memory_unreadable_is_unknown(tmp_path):
-    assert health.check_memory(meminfo=str(tmp_path / 'missing'))['status'] == 'unknown'
-    assert health.check_memory(meminfo=str(tmp_path))['status'] == 'unknown'
-    assert health.check_memory()['value'] > 0  # the real /proc/meminfo
+    assert check_memory(meminfo=str(tmp_path / 'missing'))['status'] == 'unknown'
+    assert check_memory(meminfo=str(tmp_path))['status'] == 'unknown'
+    assert check_memory()['value'] > 0  # the real /proc/meminfo
 
 
 # ----------------------------------------------------------------- log
@@ -378,32 +398,32 @@ def test_log_window_counts_recent_errors_only(tmp_path):
     now = datetime.datetime.now()
     log = tmp_path / 'victor.log'
     _write_log(log, now)
-    check, lines = health.check_log(str(log), window_minutes=60, warn_count=1, crit_count=5, newest=2, now=now)
+    check, lines = check_log(str(log), window_minutes=60, warn_count=1, crit_count=5, newest=2, now=now)
     assert check['value'] == 3  # ERROR, Traceback, CRITICAL; not the old one, not lowercase "error_count"
     assert check['status'] == 'warn'
     assert lines[0] == 'Traceback (most recent call last):'
     assert 'database locked' in lines[1]
-    assert health.check_log(str(log), window_minutes=60 * 48, now=now)[0]['value'] == 4
+    assert check_log(str(log), window_minutes=60 * 48, now=now)[0]['value'] == 4
 
 
 def test_log_last_lines_and_thresholds(tmp_path):
     log = tmp_path / 'victor.log'
     _write_log(log, datetime.datetime.now())
-    assert health.check_log(str(log), last_lines=2)[0]['value'] == 1
-    assert health.check_log(str(log), last_lines=100, warn_count=1, crit_count=4)[0]['status'] == 'crit'
-    assert health.check_log(str(log), last_lines=100, patterns=['provider'])[0]['value'] == 1
-    assert health.check_log(str(log), last_lines=1, warn_count=1)[0]['status'] == 'ok'
+    assert check_log(str(log), last_lines=2)[0]['value'] == 1
+    assert check_log(str(log), last_lines=100, warn_count=1, crit_count=4)[0]['status'] == 'crit'
+    assert check_log(str(log), last_lines=100, patterns=['provider'])[0]['value'] == 1
+    assert check_log(str(log), last_lines=1, warn_count=1)[0]['status'] == 'ok'
 
 
 def test_log_unreadable_is_unknown(tmp_path):
-    assert health.check_log(str(tmp_path / 'missing.log'))[0]['status'] == 'unknown'
-    assert health.check_log(str(tmp_path))[0]['status'] == 'unknown'  # a directory
+    assert check_log(str(tmp_path / 'missing.log'))[0]['status'] == 'unknown'
+    assert check_log(str(tmp_path))[0]['status'] == 'unknown'  # a directory
 
 
 def test_log_large_file_reads_only_tail(tmp_path):
     log = tmp_path / 'big.log'
     log.write_text('ERROR old\n' * 1000 + 'ERROR new\n')
-    assert health.check_log(str(log), last_lines=5000, max_bytes=30)[0]['value'] == 2
+    assert check_log(str(log), last_lines=5000, max_bytes=30)[0]['value'] == 2
 
 
 # ----------------------------------------------------------------- backup
@@ -418,11 +438,11 @@ def test_backup_newest_complete_file(tmp_path):
     _age(tmp_path / 'victor-1.tar.zst', 30)
     (tmp_path / 'victor-2.tar.zst.partial').write_text('x')  # newer but incomplete
     (tmp_path / 'victor-3.tar.zst').write_text('')  # newer but empty
-    check = health.check_backup(str(tmp_path), 'victor-*', warn_age_hours=26, crit_age_hours=50)
+    check = check_backup(str(tmp_path), 'victor-*', warn_age_hours=26, crit_age_hours=50)
     assert check['status'] == 'warn' and 29.9 < check['value'] < 30.1
     assert 'victor-1.tar.zst' in check['message']
     (tmp_path / 'victor-4.tar.zst').write_text('x')
-    assert health.check_backup(str(tmp_path), 'victor-*')['status'] == 'ok'
+    assert check_backup(str(tmp_path), 'victor-*')['status'] == 'ok'
 
 
 def test_backup_directories_need_marker(tmp_path):
@@ -431,13 +451,13 @@ def test_backup_directories_need_marker(tmp_path):
     unfinished.mkdir()
     (done / 'MANIFEST.json').write_text('{}')
     _age(done / 'MANIFEST.json', 60)
-    check = health.check_backup(str(tmp_path), complete_marker='MANIFEST.json')
+    check = check_backup(str(tmp_path), complete_marker='MANIFEST.json')
     assert check['status'] == 'crit' and check['value'] > 59
 
 
 def test_backup_missing_or_empty_is_crit(tmp_path):
-    assert health.check_backup(str(tmp_path))['status'] == 'crit'
-    assert health.check_backup(str(tmp_path / 'nope'))['status'] == 'crit'
+    assert check_backup(str(tmp_path))['status'] == 'crit'
+    assert check_backup(str(tmp_path / 'nope'))['status'] == 'crit'
 
 
 # ----------------------------------------------------------------- sqlite
@@ -484,16 +504,23 @@ def test_sqlite_detects_damaged_pages(tmp_path):
 
 # ----------------------------------------------------------------- postgres without the library
 
+def _postgres_options(**given):
+    """The postgres option as the module hands it over: the argument spec's defaults, then what was given."""
+    options = dict((name, spec.get('default')) for name, spec in health.postgres_options().items())
+    options.update(given)
+    return options
+
+
 def test_postgres_missing_library(monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, 'psycopg', None)
     with pytest.raises(health.MissingLibraryError) as info:
-        health.check_postgres(host='127.0.0.1')
+        health.check_postgres(_postgres_options(login_host='127.0.0.1'))
     assert info.value.library == 'psycopg'
 
 
 def test_postgres_unreachable_is_crit():
-    checks = _by_name(health.check_postgres(host='127.0.0.1', port=_free_port(), connect_timeout=2))
+    checks = _by_name(health.check_postgres(_postgres_options(login_host='127.0.0.1', login_port=_free_port(), connect_timeout=2)))
     assert checks['postgres:connect']['status'] == 'crit'
     assert 'cannot query 127.0.0.1' in checks['postgres:connect']['message']
     assert checks['postgres:connections']['status'] == 'unknown'
@@ -505,15 +532,15 @@ def test_fleet_keeps_order_and_grades_each(server):
     endpoints = [{'url': server, 'name': 'good'}, {'url': 'http://127.0.0.1:%d' % _free_port(), 'name': 'down'},
                  {'url': server, 'name': 'old', 'expected_version': '0.9.4'}, {'url': 'bogus', 'name': 'bad-url'},
                  {'url': server, 'name': 'degraded', 'paths': ['/degraded']}]
-    results = health.check_fleet(endpoints, {'timeout': 2})
+    results = check_fleet(endpoints, {'timeout': 2})
     assert [r['name'] for r in results] == ['good', 'down', 'old', 'bad-url', 'degraded']
     assert [r['status'] for r in results] == ['healthy', 'unhealthy', 'unhealthy', 'unhealthy', 'degraded']
 
 
 def test_fleet_runs_concurrently(server):
     started = time.monotonic()
-    results = health.check_fleet([{'url': server, 'paths': ['/slow']}] * 20,
-                                 {'timeout': 5, 'latency_warn_ms': 5000, 'latency_crit_ms': 5000}, max_workers=20)
+    results = check_fleet([{'url': server, 'paths': ['/slow']}] * 20,
+                          {'timeout': 5, 'latency_warn_ms': 5000, 'latency_crit_ms': 5000}, max_workers=20)
     elapsed = time.monotonic() - started
     assert [r['status'] for r in results] == ['healthy'] * 20, results
     assert elapsed < 3.0, elapsed  # 20 x 0.3 s one after another would be 6 s
@@ -528,6 +555,7 @@ def test_run_checks_combines_everything(server, tmp_path):
               'log': {'path': str(log), 'last_lines': 3, 'newest': 1, 'warn_count': 5, 'crit_count': 10},
               'sqlite': {'paths': [str(tmp_path / 'none.db')], 'missing_ok': True},
               'service': {'name': 'victor-api', 'manager': 'systemd'}}
+    params = dict((name, health.complete(name, given)) for name, given in params.items())  # as the module has them
     checks, lines, endpoints = health.run_checks(params, run_command=lambda argv: (0, 'active\n', ''), systemctl='/bin/systemctl')
     names = [c['name'] for c in checks]
     assert names == ['http:/health', 'latency:/health', 'version:/health', 'http:/degraded', 'latency:/degraded',

@@ -175,7 +175,7 @@ def test_deeply_nested_json_is_crit_and_does_not_sink_the_fleet(servers):
     good, _seen2 = servers()
     check = _check(bad, '/health', timeout=5)
     assert check['status'] == 'crit' and 'nested' in check['message'], check
-    results = health.check_fleet([{'url': bad, 'name': 'bad'}, {'url': good, 'name': 'good'}], {'timeout': 5})
+    results = health.check_fleet([{'url': bad, 'name': 'bad'}, {'url': good, 'name': 'good'}], {'timeout': 5}, 50)
     assert [(r['name'], r['status']) for r in results] == [('bad', 'unhealthy'), ('good', 'healthy')]
 
 
@@ -204,8 +204,8 @@ def test_fifo_pid_file_does_not_block(tmp_path):
     fifo = tmp_path / 'victor.pid'
     os.mkfifo(str(fifo))
     out = {}
-    worker = threading.Thread(target=lambda: out.update(check=health.check_service(manager='process', pid_file=str(fifo))),
-                              daemon=True)
+    options = health.complete('service', {'manager': 'process', 'pid_file': str(fifo)})
+    worker = threading.Thread(target=lambda: out.update(check=health.check_service(**options)), daemon=True)
     worker.start()
     worker.join(10)
     if worker.is_alive():  # release the blocked open() of the old code before failing
@@ -218,7 +218,7 @@ def test_fifo_pid_file_does_not_block(tmp_path):
 def test_pid_out_of_range_is_no_pid(tmp_path, text):
     pid_file = tmp_path / 'victor.pid'
     pid_file.write_text(text + '\n')
-    check = health.check_service(manager='process', pid_file=str(pid_file))
+    check = health.check_service(**health.complete('service', {'manager': 'process', 'pid_file': str(pid_file)}))
     assert check['status'] == 'crit' and 'holds no pid' in check['message']
 
 
@@ -228,9 +228,9 @@ def test_unit_name_never_reaches_systemctl_as_an_option():
     def run_command(argv):
         calls.append(argv)
         return 0, 'active\n', ''
-    check = health.check_service('--version', run_command=run_command, systemctl='/bin/systemctl')
+    check = health.check_service('--version', 'systemd', run_command=run_command, systemctl='/bin/systemctl')
     assert check['status'] == 'crit' and calls == []
-    assert health.check_service('victor-api', run_command=run_command, systemctl='/bin/systemctl')['status'] == 'ok'
+    assert health.check_service('victor-api', 'systemd', run_command=run_command, systemctl='/bin/systemctl')['status'] == 'ok'
     assert calls == [['/bin/systemctl', 'is-active', '--', 'victor-api']]
     errors = health.validate_params({'service': {'name': '--version', 'manager': 'systemd'}})
     assert any('not a systemd unit name' in e for e in errors), errors
@@ -244,8 +244,8 @@ def test_unit_name_never_reaches_systemctl_as_an_option():
     ({'http': {'url': 'http://127.0.0.1:1', 'timeout': float('nan')}}, 'http.timeout must be a finite number'),
     ({'http': {'url': 'http://127.0.0.1:1', 'timeout': float('inf')}}, 'http.timeout must be a finite number'),
     ({'disk': {'warn_percent': float('nan'), 'crit_percent': 90}}, 'disk.warn_percent must be a finite number'),
-    ({'postgres': {'connect_timeout': 0}}, 'postgres.connect_timeout must be greater than 0'),
-    ({'postgres': {'connect_timeout': -1}}, 'postgres.connect_timeout must be greater than 0'),
+    ({'postgres': {'connect_timeout': 0}}, 'postgres.connect_timeout must be 1-3600'),
+    ({'postgres': {'connect_timeout': -1}}, 'postgres.connect_timeout must be 1-3600'),
 ])
 def test_out_of_range_numbers_are_refused(params, fragment):
     errors = health.validate_params(params)
@@ -255,7 +255,7 @@ def test_out_of_range_numbers_are_refused(params, fragment):
 def test_huge_log_window_counts_the_whole_file(tmp_path):
     log = tmp_path / 'victor.log'
     log.write_text('2001-01-01 00:00:00 ERROR old\n')
-    check, _lines = health.check_log(str(log), window_minutes=1000000000000)
+    check, _lines = health.check_log(**health.complete('log', {'path': str(log), 'window_minutes': 1000000000000}))
     assert check['value'] == 1
 
 

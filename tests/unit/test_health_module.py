@@ -127,7 +127,7 @@ def test_bad_input_fails_clearly(args, fragment):
 def test_missing_psycopg_is_missing_required_lib(monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, 'psycopg', None)
-    out = _run({'postgres': {'host': '127.0.0.1'}})
+    out = _run({'postgres': {'login_host': '127.0.0.1'}})
     assert out.kind == 'fail'
     assert 'Failed to import the required Python library (psycopg)' in out.result['msg']
 
@@ -136,7 +136,7 @@ def test_secrets_are_no_log():
     spec = health_argument_spec()
     assert spec['http']['options']['headers']['no_log'] is True
     assert spec['http']['options']['bearer_token']['no_log'] is True
-    assert spec['postgres']['options']['password']['no_log'] is True
+    assert spec['postgres']['options']['login_password']['no_log'] is True
 
 
 # ----------------------------------------------------------------- random input
@@ -175,7 +175,7 @@ def test_random_arguments_end_in_exit_or_fail(args):
         args['http']['timeout'] = 1
     if isinstance(args.get('postgres'), dict):
         # libpq resolves names itself, past the socket patch: pin the host to loopback.
-        args['postgres'].update(host='127.0.0.1', connect_timeout=1)
+        args['postgres'].update(login_host='127.0.0.1', login_unix_socket=None, connect_timeout=1)
     if isinstance(args.get('fleet'), dict) and isinstance(args['fleet'].get('endpoints'), list):
         args['fleet']['endpoints'] = args['fleet']['endpoints'][:3]
     out = _run(args)
@@ -274,8 +274,8 @@ _valid_sections = dict(
         _pair(('warn_age_hours', 'crit_age_hours'), st.floats(0, 1000, allow_nan=False))),
     sqlite=st.fixed_dictionaries({'paths': st.lists(_paths, min_size=1, max_size=3)}, optional={'missing_ok': st.booleans()}),
     # nothing listens on port 1: libpq fails fast, as a down database would
-    postgres=_merged(st.fixed_dictionaries({'host': st.just('127.0.0.1'), 'port': st.just(1), 'connect_timeout': st.just(1)},
-                                           optional={'sslmode': st.sampled_from(['disable', 'prefer', 'require'])}),
+    postgres=_merged(st.fixed_dictionaries({'login_host': st.just('127.0.0.1'), 'login_port': st.just(1), 'connect_timeout': st.just(1)},
+                                           optional={'ssl_mode': st.sampled_from(['disable', 'prefer', 'require'])}),
                      _pair(('warn_percent', 'crit_percent'), _percents)),
     fleet=st.fixed_dictionaries({'endpoints': st.lists(
         st.fixed_dictionaries({'url': _loopback_urls}, optional={'name': st.text(min_size=1, max_size=5), 'paths': _url_paths,

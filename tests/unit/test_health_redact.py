@@ -81,17 +81,24 @@ def test_url_error_never_quotes_a_piece_of_the_password():
 @pytest.mark.parametrize('url', ['postgresql://victor:S3CR3T/x@127.0.0.1:5432/victor',
                                  'postgresql://victor:S3CR3T#x@127.0.0.1:5432/victor'])
 def test_postgres_url_parse_error_hides_the_password(url):
-    from ansible_collections.victor.ops.plugins.module_utils.backup_postgres import PostgresSource
-    with pytest.raises(BackupError) as info:
-        PostgresSource(url)
+    from ansible_collections.victor.ops.plugins.module_utils.postgres_common import postgres_url_options
+    with pytest.raises(ValueError) as info:
+        postgres_url_options(url)
     assert SECRET not in str(info.value) and 'postgres_url is not a valid URL' in str(info.value)
 
 
 @pytest.mark.parametrize('query', ['connect_timeout=0', 'connect_timeout=-1', 'connect_timeout=x'])
 def test_postgres_url_connect_timeout_must_bound_the_wait(query):
+    from ansible_collections.victor.ops.plugins.module_utils.postgres_common import postgres_url_options
+    with pytest.raises(ValueError, match='connect_timeout must be'):
+        postgres_url_options('postgresql://victor@127.0.0.1:5432/victor?' + query)
+
+
+@pytest.mark.parametrize('timeout', [0, -1])
+def test_backup_postgres_connect_timeout_must_bound_the_wait(timeout):
     from ansible_collections.victor.ops.plugins.module_utils.backup_postgres import PostgresSource
-    with pytest.raises(BackupError, match='connect_timeout must be'):
-        PostgresSource('postgresql://victor@127.0.0.1:5432/victor?' + query)
+    with pytest.raises(BackupError, match='connect_timeout must be 1-3600'):
+        PostgresSource({'login_db': 'victor', 'connect_timeout': timeout})
 
 
 def test_conninfo_percent_token_error_hides_the_password():
@@ -99,7 +106,7 @@ def test_conninfo_percent_token_error_hides_the_password():
     from ansible_collections.victor.ops.plugins.module_utils import db_maintenance_postgres as pg
     from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import MaintenanceError
     with pytest.raises(MaintenanceError) as info:
-        pg.connect(conninfo='postgresql://victor:ab%zzS3CR3T@127.0.0.1:1/victor', connect_timeout=2)
+        pg.connect({'connect_timeout': 2}, conninfo='postgresql://victor:ab%zzS3CR3T@127.0.0.1:1/victor')
     assert 'percent-encoded' in str(info.value) and SECRET not in str(info.value), info.value
 
 
@@ -214,3 +221,21 @@ def test_db_maintenance_module_refuses_connect_timeout_zero(tmp_path, engine):
     result, _raw = _run_module('victor_db_maintenance', args, tmp_path)
     # refused by the numbers check (> 0) or the range check (1-3600), whichever runs first
     assert result['failed'] and 'connect_timeout must be' in result['msg'], result['msg']
+
+
+@pytest.mark.parametrize('name, args', [
+    ('victor_backup', {'state': 'create', 'login_db': 'victor', 'login_port': 70000}),
+    ('victor_db_maintenance', {'engine': 'postgresql', 'operations': ['stats'], 'login_db': 'victor', 'login_port': 70000}),
+    ('victor_health', {'postgres': {'login_db': 'victor', 'login_port': 70000}}),
+])
+def test_modules_refuse_bad_connection_options_clearly_without_the_password(tmp_path, name, args):
+    """The common PostgreSQL options (postgres_common) are checked alike in every module that connects."""
+    if name == 'victor_health':
+        args['postgres']['login_password'] = SECRET
+    else:
+        args['login_password'] = SECRET
+    args.setdefault('repository', str(tmp_path / 'repo')) if name == 'victor_backup' else None
+    result, raw = _run_module(name, args, tmp_path)
+    assert result.get('failed') and 'login_port must be 1-65535' in result['msg'], result
+    assert SECRET not in raw
+    assert 'Traceback' not in raw
