@@ -1358,9 +1358,7 @@ def _create(store, source, scratch, tools, backup_id, backup_type, scope, includ
         if not entries and not unchanged:
             raise BackupError("nothing to back up in %s for scope %s" % (source, scope))
         requested = backup_type
-        if parent is not None and not any(r.get("size") for r in unchanged):
-            # Nothing (no byte) is unchanged: the incremental would store everything a full
-            # stores, plus a dependency on its parent.  Store a full instead.
+        if parent is not None and _store_as_full(entries, snapshots, unchanged):
             backup_type, parent, deleted = "full", None, []
             backup_id = new_backup_id(now, backup_type)
             entries, unchanged = selected, []
@@ -1409,6 +1407,22 @@ def _pg():
 # recorded, so only a file older than this is trusted by stat next time (git's "racy clean").
 RACY_SECONDS = 2
 STAT_KEYS = (("size", "st_size"), ("mtime_ns", "st_mtime_ns"), ("ctime_ns", "st_ctime_ns"), ("ino", "st_ino"), ("dev", "st_dev"))
+
+
+# An incremental leaving out less than this share of the bytes is stored as a full: compressed,
+# it would not be smaller than a full by more than zstd's own variation, and it would add a
+# dependency on its parent.
+INCREMENTAL_MIN_SAVING = 0.01
+
+
+def _store_as_full(changed, snapshots, unchanged):
+    """True when an incremental would store (about) everything a full stores: then a full is stored."""
+    kept = sum(r.get("size") or 0 for r in unchanged)
+    stored = 0
+    for entry in changed:
+        if entry["type"] == "file":
+            stored += os.stat(snapshots.get(entry["path"]) or entry["abspath"]).st_size
+    return kept <= INCREMENTAL_MIN_SAVING * (kept + stored)
 
 
 def _split_unchanged(entries, snapshots, parent_state):

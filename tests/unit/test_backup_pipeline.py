@@ -23,12 +23,13 @@ def env(tmp_path):
     return tmp_path, state, store
 
 
-def _touch_every_file(state):
+def _touch_every_file(state, keep_profiles=False):
     conn = sqlite3.connect(str(state / "victor.db"))
     conn.execute("INSERT INTO t (v) VALUES ('new')")
     conn.commit()
     conn.close()
-    (state / "profiles.yaml").write_text("default:\n  provider: anthropic\n")
+    if not keep_profiles:
+        (state / "profiles.yaml").write_text("default:\n  provider: anthropic\n")
     (state / "logs" / "victor.log").write_text("line\n" * 5001)
     (state / "rl_data" / "q.json").write_text('{"q": 1}')
 
@@ -37,14 +38,16 @@ def _leftovers(tmp):
     return [n for n in os.listdir(str(tmp)) if "before-restore" in n or n.startswith(".victor-backup-restore")]
 
 
-def test_incremental_that_would_store_every_file_is_stored_as_a_full(env):
+@pytest.mark.parametrize("kept", ["nothing", "only profiles.yaml (under 1 % of the bytes)"])
+def test_incremental_that_would_store_about_everything_is_stored_as_a_full(env, kept):
     tmp, state, store = env
     full = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
-    _touch_every_file(state)
+    _touch_every_file(state, keep_profiles=kept != "nothing")
     second = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools(), backup_type="incremental")
     assert second["type"] == "full" and second["parent"] is None and second["requested_type"] == "incremental"
     assert "-full-" in second["id"] and second["deleted"] == []
     assert all(f.get("stored", True) for f in second["files"])
+    assert sorted(f["path"] for f in second["files"]) == ["logs/victor.log", "profiles.yaml", "rl_data/q.json", "victor.db"]
     listed = store.list_manifests()[0]
     assert [m["id"] for m in bk.resolve_chain(listed, second)] == [second["id"]]  # no dependency on the old full
     bk.LocalStore.delete(store, full)
