@@ -904,11 +904,10 @@ def extract_member(tar, member, dest, expected, links, private=False, write=True
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     digest = hashlib.sha256()
-    source = tar.extractfile(member)
     with os.fdopen(fd, "wb") as handle:
         while True:
-            block = source.read(CHUNK)
-            if not block:
+            block = tar.read_block()
+            if block is None:
                 break
             digest.update(block)
             handle.write(block)
@@ -928,12 +927,11 @@ def extract_member(tar, member, dest, expected, links, private=False, write=True
     return digest.hexdigest()
 
 
-def _hash_member(tar, member):
+def _hash_member(tar, _member):
     digest = hashlib.sha256()
-    handle = tar.extractfile(member)
     while True:
-        block = handle.read(CHUNK)
-        if not block:
+        block = tar.read_block()
+        if block is None:
             break
         digest.update(block)
     return digest.hexdigest()
@@ -989,6 +987,114 @@ class _Syncer(threading.Thread):
             raise BackupError("cannot fsync a restored file, nothing was changed: %s" % self.error)
 
 
+class _TarStream:
+    """Minimal reader of the tar stream that zstd decompresses into a pipe (ustar and PAX).
+
+    tarfile's stream mode copies every block through two buffers before it reaches the
+    hash; this reads member data straight from the pipe into one reused buffer.  Headers
+    are parsed by tarfile.TarInfo.frombuf (checksum, ustar prefix); PAX extended headers
+    set path, linkpath, size, mtime, uid and gid.  GNU extensions and global headers are
+    refused: this collection never writes them.
+    """
+
+    def __init__(self, fileobj):
+        self.fileobj = fileobj
+        self.left = 0  # data + padding of the current member not read yet
+        self.data_left = 0
+        self.buffer = bytearray(CHUNK)
+        self.view = memoryview(self.buffer)
+
+    def _exact(self, size):
+        data = self.fileobj.read(size)
+        if len(data) != size:
+            raise tarfile.ReadError("unexpected end of data")
+        return data
+
+    def _skip_rest(self):
+        while self.left:
+            got = self.fileobj.readinto(self.view[:min(self.left, CHUNK)])
+            if not got:
+                raise tarfile.ReadError("unexpected end of data")
+            self.left -= got
+        self.data_left = 0
+
+    def __iter__(self):
+        pax = {}
+        while True:
+            self._skip_rest()
+            block = self.fileobj.read(tarfile.BLOCKSIZE)
+            if not block:
+                if pax:
+                    raise tarfile.ReadError("unexpected end of data")
+                return
+            if len(block) != tarfile.BLOCKSIZE:
+                raise tarfile.ReadError("unexpected end of data")
+            if block == tarfile.NUL * tarfile.BLOCKSIZE:
+                return  # end of archive; finish_read drains the padding
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+            padded = info.size + (-info.size) % tarfile.BLOCKSIZE
+            if info.type == tarfile.XHDTYPE:
+                pax = self._pax(self._exact(padded)[:info.size])
+                continue
+            if info.type in (tarfile.XGLTYPE,) + tarfile.GNU_TYPES:
+                raise BackupError("refusing archive entry %r of type %r (GNU or global headers are not written by victor_backup)" % (info.name, info.type))
+            self._apply(info, pax)
+            pax = {}
+            if info.type == tarfile.CONTTYPE:
+                info.type = tarfile.REGTYPE
+            size = info.size if info.isreg() else 0
+            self.data_left = size
+            self.left = size + (-size) % tarfile.BLOCKSIZE
+            yield info
+
+    @staticmethod
+    def _apply(info, pax):
+        try:
+            for key, value in pax.items():
+                if key == "path":
+                    info.name = value.rstrip("/") if info.isdir() else value
+                elif key == "linkpath":
+                    info.linkname = value
+                elif key in ("size", "uid", "gid"):
+                    setattr(info, key, int(value))
+                elif key == "mtime":
+                    info.mtime = int(float(value))
+                elif key.startswith("GNU.sparse"):
+                    raise BackupError("refusing sparse archive entry %r" % info.name)
+        except ValueError:
+            raise tarfile.ReadError("invalid PAX header value")
+        if info.size < 0:
+            raise tarfile.ReadError("invalid PAX header value")
+
+    @staticmethod
+    def _pax(data):
+        records = {}
+        pos = 0
+        while pos < len(data):
+            space = data.find(b" ", pos)
+            if space < 0 or not data[pos:space].isdigit():
+                raise tarfile.ReadError("invalid PAX header")
+            length = int(data[pos:space])
+            record = data[space + 1:pos + length]
+            if length < 5 or not record.endswith(b"\n") or b"=" not in record:
+                raise tarfile.ReadError("invalid PAX header")
+            key, value = record[:-1].split(b"=", 1)
+            records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+            pos += length
+        return records
+
+    def read_block(self):
+        """The next block of the current member's data as a memoryview (valid until the next call), or None at its end."""
+        if not self.data_left:
+            return None
+        got = self.fileobj.readinto(self.view[:min(self.data_left, CHUNK)])
+        if not got:
+            raise tarfile.ReadError("unexpected end of data")
+        self.data_left -= got
+        self.left -= got
+        return self.view[:got]
+
+
 def read_archive(store, manifest, tools, dest=None, private=False, write=None, syncer=None, on_file=None):
     """Read one archive end to end; check its sha256 and every member's sha256.
 
@@ -1008,30 +1114,30 @@ def read_archive(store, manifest, tools, dest=None, private=False, write=None, s
     source = store.open_data(manifest)
     feeder, procs, out = open_archive_stream(source, tools, manifest.get("encrypted", False))
     try:
-        with tarfile.open(fileobj=out, mode="r|", bufsize=CHUNK) as tar:
-            for member in tar:
-                name = check_member_name(member.name)
-                if name in seen:
-                    raise BackupError("archive entry %r appears twice" % name)
-                seen.add(name)
-                if dest is not None:
-                    written = write is None or name in write
-                    digest = extract_member(tar, member, dest, expected.get(name), links, private, written, syncer)
-                    if on_file is not None and written and digest is not None and digest == expected[name]["sha256"]:
-                        on_file(name, os.path.join(dest, *name.split("/")))
-                elif member.isreg():
-                    if name not in expected:
-                        raise BackupError("archive entry %r is not in the manifest" % name)
-                    digest = _hash_member(tar, member)
-                else:
-                    if member.issym():
-                        check_link_target(name, member.linkname, links)
-                        links[name] = member.linkname
-                    elif not member.isdir():
-                        raise BackupError("refusing archive entry %r of type %r" % (name, member.type))
-                    digest = None
-                if digest is not None and digest != expected[name]["sha256"]:
-                    problems.append("sha256 mismatch for %s" % name)
+        tar = _TarStream(out)
+        for member in tar:
+            name = check_member_name(member.name)
+            if name in seen:
+                raise BackupError("archive entry %r appears twice" % name)
+            seen.add(name)
+            if dest is not None:
+                written = write is None or name in write
+                digest = extract_member(tar, member, dest, expected.get(name), links, private, written, syncer)
+                if on_file is not None and written and digest is not None and digest == expected[name]["sha256"]:
+                    on_file(name, os.path.join(dest, *name.split("/")))
+            elif member.isreg():
+                if name not in expected:
+                    raise BackupError("archive entry %r is not in the manifest" % name)
+                digest = _hash_member(tar, member)
+            else:
+                if member.issym():
+                    check_link_target(name, member.linkname, links)
+                    links[name] = member.linkname
+                elif not member.isdir():
+                    raise BackupError("refusing archive entry %r of type %r" % (name, member.type))
+                digest = None
+            if digest is not None and digest != expected[name]["sha256"]:
+                problems.append("sha256 mismatch for %s" % name)
     except (tarfile.TarError, EOFError, OSError, BackupError) as exc:
         stage_errors = abort_read(feeder, procs, out)
         _close_quietly(source)
