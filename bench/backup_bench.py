@@ -17,6 +17,7 @@ directory holding ansible_collections (scripts/env.sh + .cache/collections).
 import argparse
 import os
 import random
+import re
 import shutil
 import sqlite3
 import statistics
@@ -213,6 +214,11 @@ def run_profile(root, profile, args):
     return r
 
 
+def zstd_version():
+    found = re.search(r"v(\d+\.\d+\.\d+)", subprocess.run(["zstd", "-V"], capture_output=True, text=True).stdout)
+    return found.group(1) if found else "?"
+
+
 def load():
     return "%.2f %.2f %.2f" % os.getloadavg()
 
@@ -285,7 +291,7 @@ def main():
     args = parser.parse_args()
     profiles = PROFILES if args.profile == "both" else (args.profile,)
     print("SQLite %s, zstd %s, %d cores; load average at the start %s"
-          % (sqlite3.sqlite_version, subprocess.run(["zstd", "-V"], capture_output=True, text=True).stdout.split()[-2].strip(","),
+          % (sqlite3.sqlite_version, zstd_version(),
              os.cpu_count(), load()), flush=True)
     results = {}
     for profile in profiles:

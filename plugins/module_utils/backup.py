@@ -1030,6 +1030,8 @@ class _TarStream:
             if len(block) != tarfile.BLOCKSIZE:
                 raise tarfile.ReadError("unexpected end of data")
             if block == tarfile.NUL * tarfile.BLOCKSIZE:
+                if pax:
+                    raise tarfile.ReadError("PAX header without a member")
                 return  # end of archive; finish_read drains the padding
             info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
             padded = info.size + (-info.size) % tarfile.BLOCKSIZE

@@ -4,9 +4,12 @@ Speed is measured by bench/backup_bench.py, never here; these tests prove that t
 paths refuse what the old ones refused and change nothing live when they fail.
 """
 import hashlib
+import io
 import os
+import shutil
 import sqlite3
 import subprocess
+import tarfile
 
 import pytest
 
@@ -210,3 +213,58 @@ def test_verify_reports_a_corrupt_database_in_the_parent_of_a_chain(env):
     result = bk.verify_backup(store, listed, inc, bk.Tools(), str(tmp / "v"), record=False)
     assert not result["ok"]
     assert any(p.startswith(full["id"] + ": victor.db fails integrity_check") for p in result["problems"]), result["problems"]
+
+
+def test_long_and_non_ascii_names_round_trip_through_the_pax_reader(env):
+    tmp, state, store = env
+    deep = state / "rl_data" / ("d" * 60) / ("é" * 40)
+    deep.mkdir(parents=True)
+    (deep / ("f" * 120 + ".json")).write_text("deep")
+    os.symlink("f" * 120 + ".json", str(deep / "link"))
+    manifest = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    listed = store.list_manifests()[0]
+    assert bk.verify_backup(store, listed, manifest, bk.Tools(), str(tmp / "v"), record=False)["ok"]
+    shutil.rmtree(str(state / "rl_data"))
+    bk.restore_backup(store, listed, manifest, bk.Tools(), str(state))
+    assert (deep / ("f" * 120 + ".json")).read_text() == "deep"
+    assert os.readlink(str(deep / "link")) == "f" * 120 + ".json" and (deep / "link").read_text() == "deep"
+
+
+def _write_tar(members, fmt):
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=fmt, pax_headers={"comment": "global"} if fmt == tarfile.PAX_FORMAT else None) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+@pytest.mark.parametrize("fmt,message", [("gnu", "GNU or global"), ("pax-global", "GNU or global"), ("bad-pax", "unreadable: invalid PAX")])
+def test_archives_this_collection_never_writes_are_refused_clearly(env, fmt, message):
+    tmp, state, store = env
+    manifest = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    name = "logs/" + "n" * 120  # longer than ustar's 100 characters: a GNU 'L' or a PAX header
+    if fmt == "bad-pax":
+        info = tarfile.TarInfo("x")
+        info.type = tarfile.XHDTYPE
+        body = b"11 size=-5\n"
+        info.size = len(body)
+        member = tarfile.TarInfo(name[:90])
+        member.size = 1
+        data = (info.tobuf(tarfile.USTAR_FORMAT) + body + b"\0" * (512 - len(body))
+                + member.tobuf(tarfile.USTAR_FORMAT) + b"x" + b"\0" * 511 + b"\0" * 1024)
+    else:
+        data = _write_tar([(name, b"x")], tarfile.GNU_FORMAT if fmt == "gnu" else tarfile.PAX_FORMAT)
+    compressed = subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True).stdout
+    manifest["files"].append({"path": name, "type": "file", "kind": "data", "size": 1,
+                              "sha256": hashlib.sha256(b"x").hexdigest(), "mode": "0644"})
+    _forge_archive(store, manifest, compressed)
+    listed = store.list_manifests()[0]
+    result = bk.verify_backup(store, listed, manifest, bk.Tools(), str(tmp / "v"), record=False)
+    assert not result["ok"] and message in result["problems"][0], result["problems"]
+    before = tree_digest(str(state))
+    with pytest.raises(bk.BackupError, match=message):
+        bk.restore_backup(store, listed, manifest, bk.Tools(), str(state))
+    assert tree_digest(str(state)) == before
+    assert not _leftovers(tmp)
