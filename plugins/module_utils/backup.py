@@ -659,10 +659,11 @@ def _stage_error(name, proc):
     return "%s exited with %s: %s" % (name, proc.returncode, err.decode("utf-8", "replace").strip()[:500])
 
 
-def write_archive(entries, snapshots, out_handle, tools):
+def write_archive(entries, snapshots, out_handle, tools, before=None):
     """Stream entries as tar -> zstd [-> age] into out_handle.
 
-    snapshots maps relpath -> snapshot file path (used instead of the live DB).
+    snapshots maps relpath -> snapshot file path (used instead of the live DB); before(entry),
+    when given, is called before each entry is written (it waits for that entry's snapshot).
     Returns (file records, archive sha256, archive size).
     """
     procs = []
@@ -683,6 +684,8 @@ def write_archive(entries, snapshots, out_handle, tools):
             # writer copies every block through its own buffer, which costs throughput)
             written = 0
             for entry in entries:
+                if before is not None:
+                    before(entry)
                 record, size = _add_entry(compressor.stdin, entry, snapshots.get(entry["path"]))
                 records.append(record)
                 written += size
@@ -1434,29 +1437,26 @@ def _cleanup_scratch(work_dir):
 def _create(store, source, scratch, tools, backup_id, backup_type, scope, include, exclude, include_cache,
             victor_version, host, now, parent, manifests, postgres):
     entries = select_files(source, scope, include, exclude, include_cache)
-    snapshots = {}
+    # SQLite files last in the archive: their snapshots are taken in a thread while the other
+    # files are compressed (a full backup waits for them only when it reaches them)
+    entries = [e for e in entries if e["kind"] != "db"] + [e for e in entries if e["kind"] == "db"]
+    snapshots = dict((e["path"], os.path.join(scratch, "db-%d.sqlite" % i)) for i, e in enumerate(entries) if e["kind"] == "db")
     databases = []
     checks = []
+    snapper = _Background(_snapshot_all, entries, snapshots, checks)
     try:
-        for index, entry in enumerate(entries):
-            if entry["kind"] == "db":
-                snap = os.path.join(scratch, "db-%d.sqlite" % index)
-                details = snapshot_sqlite(entry["abspath"], snap, check=False)
-                details["path"] = entry["path"]
-                checks.append(QuickCheck(entry["abspath"], snap))
-                checks[-1].start()
-                snapshots[entry["path"]] = snap
-                databases.append(details)
+        pg_details = []
         if scope in ("full", "database"):
             for index, pg_source in enumerate(postgres or []):
                 dump = os.path.join(scratch, "pg-%d.pgdump" % index)
                 details = pg_source.dump(dump, scratch)
                 details["path"] = _pg().dump_relpath(pg_source.database, set(e["path"] for e in entries))
                 entries.append({"path": details["path"], "type": "file", "abspath": dump, "kind": "db", "engine": "postgresql"})
-                databases.append(details)
+                pg_details.append(details)
         deleted = []
         selected = list(entries)
         if parent is not None:
+            databases = snapper.wait() + pg_details  # an incremental compares the snapshots first
             parent_state = chain_state(resolve_chain(manifests, parent))
             unchanged, entries = _split_unchanged(entries, snapshots, parent_state)
             current = set(e["path"] for e in entries) | set(r["path"] for r in unchanged)
@@ -1474,7 +1474,9 @@ def _create(store, source, scratch, tools, backup_id, backup_type, scope, includ
         name = backup_id + suffix
         tmp, handle = store.open_writer(name)
         try:
-            records, digest, size = write_archive(entries, snapshots, handle, tools)
+            records, digest, size = write_archive(entries, snapshots, handle, tools,
+                                                  before=lambda entry: entry["path"] in snapshots and snapper.wait())
+            databases = snapper.wait() + pg_details
             problems = [p for p in (c.problem() for c in checks) if p]
             if problems:
                 raise BackupError("; ".join(problems))
@@ -1501,8 +1503,22 @@ def _create(store, source, scratch, tools, backup_id, backup_type, scope, includ
         store.put_manifest(manifest)
         return manifest
     finally:
+        snapper.join()
         for check in checks:
             check.join()  # never leave a thread reading the scratch snapshot
+
+
+def _snapshot_all(entries, snapshots, checks):
+    """Snapshot every SQLite entry (in order) and start its quick_check; returns the snapshot details."""
+    databases = []
+    for entry in entries:
+        if entry["path"] in snapshots:
+            details = snapshot_sqlite(entry["abspath"], snapshots[entry["path"]], check=False)
+            details["path"] = entry["path"]
+            checks.append(QuickCheck(entry["abspath"], snapshots[entry["path"]]))
+            checks[-1].start()
+            databases.append(details)
+    return databases
 
 
 def _pg():
