@@ -256,18 +256,29 @@ def report(results):
     row("restore: ours s / zstd -d|tar -x s / restic s", lambda r: "%.2f / %.2f / %.2f" % (r["restore ours"], r["restore raw"], r["restore restic"]))
     row("restore: ours/raw", lambda r: verdict(r["restore ours"] / r["restore raw"], 2.0))
     for key, label in (("spread", "1 % of rows updated everywhere"), ("append", "appends to conversations")):
-        row("inc (%s): ours s (MiB, stored as)" % label, lambda r, k=key: "%.2f (%.1f, %s)" % (r["inc %s ours" % k], r["inc %s ours MiB" % k], r["inc %s type" % k]))
+        row("inc (%s): ours s (MiB, stored as)" % label, lambda r, k=key: inc_ours(r, k))
         row("inc (%s): restic s (MiB)" % label, lambda r, k=key: "%.2f (%.1f)" % (r["inc %s restic" % k], r["inc %s restic MiB" % k]))
-        row("inc (%s): stored - a full of the same state" % label,
-            lambda r, k=key: "%+.0f KiB (goal <= 0) %s" % ((r["inc %s ours MiB" % k] - r["inc %s full MiB" % k]) * 1024,
-                                                          "PASS" if r["inc %s ours MiB" % k] <= r["inc %s full MiB" % k] else "MISS"))
-        row("inc (%s): ours/restic time, bytes" % label,
-            lambda r, k=key: "%.2fx, %.2fx (%s)" % (r["inc %s ours" % k] / r["inc %s restic" % k], r["inc %s ours MiB" % k] / r["inc %s restic MiB" % k],
-                                                     winner(r, k)))
+        row("inc (%s): stored - a full of the same state" % label, lambda r, k=key: inc_vs_full(r, k))
+        row("inc (%s): ours/restic time, bytes" % label, lambda r, k=key: inc_vs_restic(r, k))
     width = max(len(label) for label, _cells in rows)
     print("\n%-*s | %s" % (width, "step", " | ".join("%-34s" % n for n in names)))
     for label, cells in rows:
         print("%-*s | %s" % (width, label, " | ".join("%-34s" % c for c in cells)))
+
+
+def inc_ours(r, k):
+    return "%.2f (%.1f, %s)" % (r["inc %s ours" % k], r["inc %s ours MiB" % k], r["inc %s type" % k])
+
+
+def inc_vs_full(r, k):
+    extra = r["inc %s ours MiB" % k] - r["inc %s full MiB" % k]
+    return "%+.0f KiB (goal <= 0) %s" % (extra * 1024, "PASS" if extra <= 0 else "MISS")
+
+
+def inc_vs_restic(r, k):
+    time_ratio = r["inc %s ours" % k] / r["inc %s restic" % k]
+    bytes_ratio = r["inc %s ours MiB" % k] / r["inc %s restic MiB" % k]
+    return "%.2fx, %.2fx (%s)" % (time_ratio, bytes_ratio, winner(r, k))
 
 
 def winner(r, k):
@@ -300,6 +311,8 @@ def main():
             results[profile] = run_profile(Path(base), profile, args)
         finally:
             shutil.rmtree(base, ignore_errors=True)
+        if len(results) < len(profiles):
+            report(results)  # what is done so far, in case a long run is stopped
     report(results)
     print("\nload average at the end: %s" % load())
     return 0
