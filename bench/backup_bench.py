@@ -215,7 +215,7 @@ def run_profile(root, profile, args):
 
 
 def zstd_version():
-    found = re.search(r"v(\d+\.\d+\.\d+)", subprocess.run(["zstd", "-V"], capture_output=True, text=True).stdout)
+    found = re.search(r"v(\d+\.\d+\.\d+)", subprocess.run(["zstd", "-V"], capture_output=True, text=True, check=False).stdout)
     return found.group(1) if found else "?"
 
 
