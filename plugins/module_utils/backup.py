@@ -659,10 +659,11 @@ def _stage_error(name, proc):
     return "%s exited with %s: %s" % (name, proc.returncode, err.decode("utf-8", "replace").strip()[:500])
 
 
-def write_archive(entries, snapshots, out_handle, tools):
+def write_archive(entries, snapshots, out_handle, tools, before=None):
     """Stream entries as tar -> zstd [-> age] into out_handle.
 
-    snapshots maps relpath -> snapshot file path (used instead of the live DB).
+    snapshots maps relpath -> snapshot file path (used instead of the live DB); before(entry),
+    when given, is called before each entry is written (it waits for that entry's snapshot).
     Returns (file records, archive sha256, archive size).
     """
     procs = []
@@ -683,6 +684,8 @@ def write_archive(entries, snapshots, out_handle, tools):
             # writer copies every block through its own buffer, which costs throughput)
             written = 0
             for entry in entries:
+                if before is not None:
+                    before(entry)
                 record, size = _add_entry(compressor.stdin, entry, snapshots.get(entry["path"]))
                 records.append(record)
                 written += size
@@ -785,14 +788,20 @@ def open_archive_stream(source, tools, encrypted):
     """
     procs = []
     first_argv = tools.decrypt_argv() if encrypted else [tools.zstd, "-d", "-q", "-c"]
-    first = subprocess.Popen(first_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    procs.append(("age" if encrypted else "zstd", first))
-    last = first
-    if encrypted:
-        second = subprocess.Popen([tools.zstd, "-d", "-q", "-c"], stdin=first.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        first.stdout.close()
-        procs.append(("zstd", second))
-        last = second
+    try:
+        first = subprocess.Popen(first_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs.append(("age" if encrypted else "zstd", first))
+        last = first
+        if encrypted:
+            second = subprocess.Popen([tools.zstd, "-d", "-q", "-c"], stdin=first.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            first.stdout.close()
+            procs.append(("zstd", second))
+            last = second
+    except OSError as exc:
+        for _name, proc in procs:
+            proc.kill()
+            proc.wait()
+        raise BackupError("cannot start %s: %s" % (first_argv[0] if not procs else tools.zstd, exc))
     feeder = _Pump(source, first.stdin, close_out=True)
     feeder.start()
     return feeder, procs, last.stdout
@@ -820,7 +829,18 @@ def finish_read(feeder, procs, out):
 
 def abort_read(feeder, procs, out):
     """Stop the read pipeline; returns the errors of stages that had failed on their own (exit status > 0)."""
+    try:
+        ended = not out.read(1)
+    except (OSError, ValueError):
+        ended = False
     for _name, proc in procs:
+        if ended:
+            # the stream ended early (a truncated or corrupt zstd frame): the stage that closed
+            # it is exiting with its own message, let it say why before anything is killed
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
         if proc.poll() is None:
             proc.kill()  # a stage that already exited keeps its own status
     try:
@@ -852,11 +872,14 @@ def check_link_target(name, target, links=None):
     return target
 
 
-def extract_member(tar, member, dest, expected, links, private=False):
+def extract_member(tar, member, dest, expected, links, private=False, write=True, syncer=None):
     """Extract one member under dest without following links; return its sha256 or None.
 
     links maps the symlinks extracted so far to their targets.  private (verify) keeps every
-    file 0600 in 0700 directories instead of applying the recorded modes and owners.
+    file 0600 in 0700 directories instead of applying the recorded modes and owners, and
+    skips fsync (a scratch copy is deleted afterwards).  write=False checks and hashes the
+    member without writing it (a restore does not need it).  syncer fsyncs written files in
+    a thread while the next members are extracted; without it each file is fsynced here.
     """
     name = check_member_name(member.name)
     for i in range(1, name.count("/") + 1):
@@ -866,30 +889,36 @@ def extract_member(tar, member, dest, expected, links, private=False):
     path = os.path.join(dest, *name.split("/"))
     if member.issym():
         check_link_target(name, member.linkname, links)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        os.symlink(member.linkname, path)
+        if write:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            os.symlink(member.linkname, path)
         links[name] = member.linkname
         return None
     if member.isdir():
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        if write:
+            os.makedirs(path, mode=0o700, exist_ok=True)
         return None
     if not member.isreg():
         raise BackupError("refusing archive entry %r of type %r (hard links, devices and fifos are not allowed)" % (name, member.type))
     if expected is None:
         raise BackupError("archive entry %r is not in the manifest" % name)
+    if not write:
+        return _hash_member(tar, member)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     digest = hashlib.sha256()
-    source = tar.extractfile(member)
     with os.fdopen(fd, "wb") as handle:
         while True:
-            block = source.read(CHUNK)
-            if not block:
+            block = tar.read_block()
+            if block is None:
                 break
             digest.update(block)
             handle.write(block)
         handle.flush()
-        os.fsync(handle.fileno())
+        if syncer is None and not private:
+            os.fsync(handle.fileno())
+    if syncer is not None:
+        syncer.add(path)
     if private:
         os.utime(path, (member.mtime, member.mtime))
         return digest.hexdigest()
@@ -901,11 +930,185 @@ def extract_member(tar, member, dest, expected, links, private=False):
     return digest.hexdigest()
 
 
-def read_archive(store, manifest, tools, dest=None, private=False):
+def _hash_member(tar, _member):
+    digest = hashlib.sha256()
+    while True:
+        block = tar.read_block()
+        if block is None:
+            break
+        digest.update(block)
+    return digest.hexdigest()
+
+
+class _Syncer(threading.Thread):
+    """fsync extracted files in a thread (one at a time, in order) while the next members stream in."""
+
+    def __init__(self):
+        super(_Syncer, self).__init__(daemon=True)
+        self.todo = []
+        self.cond = threading.Condition()
+        self.closed = False
+        self.error = None
+        self.start()
+
+    def add(self, path):
+        with self.cond:
+            self.todo.append(path)
+            self.cond.notify()
+
+    def run(self):
+        while True:
+            with self.cond:
+                while not self.todo and not self.closed:
+                    self.cond.wait()
+                if not self.todo:
+                    return
+                path = self.todo.pop(0)
+            if self.error is not None:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                self.error = exc
+
+    def stop(self, drop=True):
+        with self.cond:
+            if drop:
+                del self.todo[:]
+            self.closed = True
+            self.cond.notify()
+        self.join()
+
+    def finish(self):
+        """Wait until every added file is on disk; raise BackupError when one could not be synced."""
+        self.stop(drop=False)
+        if self.error is not None:
+            raise BackupError("cannot fsync a restored file, nothing was changed: %s" % self.error)
+
+
+class _TarStream:
+    """Minimal reader of the tar stream that zstd decompresses into a pipe (ustar and PAX).
+
+    tarfile's stream mode copies every block through two buffers before it reaches the
+    hash; this reads member data straight from the pipe into one reused buffer.  Headers
+    are parsed by tarfile.TarInfo.frombuf (checksum, ustar prefix); PAX extended headers
+    set path, linkpath, size, mtime, uid and gid.  GNU extensions and global headers are
+    refused: this collection never writes them.
+    """
+
+    def __init__(self, fileobj):
+        self.fileobj = fileobj
+        self.left = 0  # data + padding of the current member not read yet
+        self.data_left = 0
+        self.buffer = bytearray(CHUNK)
+        self.view = memoryview(self.buffer)
+
+    def _exact(self, size):
+        data = self.fileobj.read(size)
+        if len(data) != size:
+            raise tarfile.ReadError("unexpected end of data")
+        return data
+
+    def _skip_rest(self):
+        while self.left:
+            got = self.fileobj.readinto(self.view[:min(self.left, CHUNK)])
+            if not got:
+                raise tarfile.ReadError("unexpected end of data")
+            self.left -= got
+        self.data_left = 0
+
+    def __iter__(self):
+        pax = {}
+        while True:
+            self._skip_rest()
+            block = self.fileobj.read(tarfile.BLOCKSIZE)
+            if not block:
+                if pax:
+                    raise tarfile.ReadError("unexpected end of data")
+                return
+            if len(block) != tarfile.BLOCKSIZE:
+                raise tarfile.ReadError("unexpected end of data")
+            if block == tarfile.NUL * tarfile.BLOCKSIZE:
+                if pax:
+                    raise tarfile.ReadError("PAX header without a member")
+                return  # end of archive; finish_read drains the padding
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+            padded = info.size + (-info.size) % tarfile.BLOCKSIZE
+            if info.type == tarfile.XHDTYPE:
+                pax = self._pax(self._exact(padded)[:info.size])
+                continue
+            if info.type in (tarfile.XGLTYPE,) + tarfile.GNU_TYPES:
+                raise BackupError("refusing archive entry %r of type %r (GNU or global headers are not written by victor_backup)" % (info.name, info.type))
+            self._apply(info, pax)
+            pax = {}
+            if info.type == tarfile.CONTTYPE:
+                info.type = tarfile.REGTYPE
+            size = info.size if info.isreg() else 0
+            self.data_left = size
+            self.left = size + (-size) % tarfile.BLOCKSIZE
+            yield info
+
+    @staticmethod
+    def _apply(info, pax):
+        try:
+            for key, value in pax.items():
+                if key == "path":
+                    info.name = value.rstrip("/") if info.isdir() else value
+                elif key == "linkpath":
+                    info.linkname = value
+                elif key in ("size", "uid", "gid"):
+                    setattr(info, key, int(value))
+                elif key == "mtime":
+                    info.mtime = int(float(value))
+                elif key.startswith("GNU.sparse"):
+                    raise BackupError("refusing sparse archive entry %r" % info.name)
+        except ValueError:
+            raise tarfile.ReadError("invalid PAX header value")
+        if info.size < 0:
+            raise tarfile.ReadError("invalid PAX header value")
+
+    @staticmethod
+    def _pax(data):
+        records = {}
+        pos = 0
+        while pos < len(data):
+            space = data.find(b" ", pos)
+            if space < 0 or not data[pos:space].isdigit():
+                raise tarfile.ReadError("invalid PAX header")
+            length = int(data[pos:space])
+            record = data[space + 1:pos + length]
+            if length < 5 or not record.endswith(b"\n") or b"=" not in record:
+                raise tarfile.ReadError("invalid PAX header")
+            key, value = record[:-1].split(b"=", 1)
+            records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+            pos += length
+        return records
+
+    def read_block(self):
+        """The next block of the current member's data as a memoryview (valid until the next call), or None at its end."""
+        if not self.data_left:
+            return None
+        got = self.fileobj.readinto(self.view[:min(self.data_left, CHUNK)])
+        if not got:
+            raise tarfile.ReadError("unexpected end of data")
+        self.data_left -= got
+        self.left -= got
+        return self.view[:got]
+
+
+def read_archive(store, manifest, tools, dest=None, private=False, write=None, syncer=None, on_file=None):
     """Read one archive end to end; check its sha256 and every member's sha256.
 
-    With dest, members are extracted there (safely; private: see extract_member).  Returns the
-    list of problems (empty when the archive is intact).
+    One pass: the archive is hashed while it is fed to zstd, which decompresses in its own
+    process while this one parses tar and hashes (and writes) the members.  With dest,
+    members are extracted there (safely; private: see extract_member); write, a set of
+    member names, limits what is written (the rest is checked and hashed only).  on_file(name,
+    path) is called for each written file whose sha256 matched.  Returns the list of problems
+    (empty when the archive is intact).
     """
     check_manifest(manifest)
     expected = dict((f["path"], f) for f in manifest["files"] if f["type"] == "file" and f.get("stored", True))
@@ -916,34 +1119,30 @@ def read_archive(store, manifest, tools, dest=None, private=False):
     source = store.open_data(manifest)
     feeder, procs, out = open_archive_stream(source, tools, manifest.get("encrypted", False))
     try:
-        with tarfile.open(fileobj=out, mode="r|", bufsize=CHUNK) as tar:
-            for member in tar:
-                name = check_member_name(member.name)
-                if name in seen:
-                    raise BackupError("archive entry %r appears twice" % name)
-                seen.add(name)
-                if dest is not None:
-                    digest = extract_member(tar, member, dest, expected.get(name), links, private)
-                elif member.isreg():
-                    if name not in expected:
-                        raise BackupError("archive entry %r is not in the manifest" % name)
-                    digest = hashlib.sha256()
-                    handle = tar.extractfile(member)
-                    while True:
-                        block = handle.read(CHUNK)
-                        if not block:
-                            break
-                        digest.update(block)
-                    digest = digest.hexdigest()
-                else:
-                    if member.issym():
-                        check_link_target(name, member.linkname, links)
-                        links[name] = member.linkname
-                    elif not member.isdir():
-                        raise BackupError("refusing archive entry %r of type %r" % (name, member.type))
-                    digest = None
-                if digest is not None and digest != expected[name]["sha256"]:
-                    problems.append("sha256 mismatch for %s" % name)
+        tar = _TarStream(out)
+        for member in tar:
+            name = check_member_name(member.name)
+            if name in seen:
+                raise BackupError("archive entry %r appears twice" % name)
+            seen.add(name)
+            if dest is not None:
+                written = write is None or name in write
+                digest = extract_member(tar, member, dest, expected.get(name), links, private, written, syncer)
+                if on_file is not None and written and digest is not None and digest == expected[name]["sha256"]:
+                    on_file(name, os.path.join(dest, *name.split("/")))
+            elif member.isreg():
+                if name not in expected:
+                    raise BackupError("archive entry %r is not in the manifest" % name)
+                digest = _hash_member(tar, member)
+            else:
+                if member.issym():
+                    check_link_target(name, member.linkname, links)
+                    links[name] = member.linkname
+                elif not member.isdir():
+                    raise BackupError("refusing archive entry %r of type %r" % (name, member.type))
+                digest = None
+            if digest is not None and digest != expected[name]["sha256"]:
+                problems.append("sha256 mismatch for %s" % name)
     except (tarfile.TarError, EOFError, OSError, BackupError) as exc:
         stage_errors = abort_read(feeder, procs, out)
         _close_quietly(source)
@@ -1238,28 +1437,26 @@ def _cleanup_scratch(work_dir):
 def _create(store, source, scratch, tools, backup_id, backup_type, scope, include, exclude, include_cache,
             victor_version, host, now, parent, manifests, postgres):
     entries = select_files(source, scope, include, exclude, include_cache)
-    snapshots = {}
+    # SQLite files last in the archive: their snapshots are taken in a thread while the other
+    # files are compressed (a full backup waits for them only when it reaches them)
+    entries = [e for e in entries if e["kind"] != "db"] + [e for e in entries if e["kind"] == "db"]
+    snapshots = dict((e["path"], os.path.join(scratch, "db-%d.sqlite" % i)) for i, e in enumerate(entries) if e["kind"] == "db")
     databases = []
     checks = []
+    snapper = _Background(_snapshot_all, entries, snapshots, checks)
     try:
-        for index, entry in enumerate(entries):
-            if entry["kind"] == "db":
-                snap = os.path.join(scratch, "db-%d.sqlite" % index)
-                details = snapshot_sqlite(entry["abspath"], snap, check=False)
-                details["path"] = entry["path"]
-                checks.append(QuickCheck(entry["abspath"], snap))
-                checks[-1].start()
-                snapshots[entry["path"]] = snap
-                databases.append(details)
+        pg_details = []
         if scope in ("full", "database"):
             for index, pg_source in enumerate(postgres or []):
                 dump = os.path.join(scratch, "pg-%d.pgdump" % index)
                 details = pg_source.dump(dump, scratch)
                 details["path"] = _pg().dump_relpath(pg_source.database, set(e["path"] for e in entries))
                 entries.append({"path": details["path"], "type": "file", "abspath": dump, "kind": "db", "engine": "postgresql"})
-                databases.append(details)
+                pg_details.append(details)
         deleted = []
+        selected = list(entries)
         if parent is not None:
+            databases = snapper.wait() + pg_details  # an incremental compares the snapshots first
             parent_state = chain_state(resolve_chain(manifests, parent))
             unchanged, entries = _split_unchanged(entries, snapshots, parent_state)
             current = set(e["path"] for e in entries) | set(r["path"] for r in unchanged)
@@ -1268,11 +1465,18 @@ def _create(store, source, scratch, tools, backup_id, backup_type, scope, includ
             unchanged = []
         if not entries and not unchanged:
             raise BackupError("nothing to back up in %s for scope %s" % (source, scope))
+        requested = backup_type
+        if parent is not None and _store_as_full(entries, snapshots, unchanged):
+            backup_type, parent, deleted = "full", None, []
+            backup_id = new_backup_id(now, backup_type)
+            entries, unchanged = selected, []
         suffix = ".tar.zst.age" if tools.encrypt else ".tar.zst"
         name = backup_id + suffix
         tmp, handle = store.open_writer(name)
         try:
-            records, digest, size = write_archive(entries, snapshots, handle, tools)
+            records, digest, size = write_archive(entries, snapshots, handle, tools,
+                                                  before=lambda entry: entry["path"] in snapshots and snapper.wait())
+            databases = snapper.wait() + pg_details
             problems = [p for p in (c.problem() for c in checks) if p]
             if problems:
                 raise BackupError("; ".join(problems))
@@ -1289,6 +1493,8 @@ def _create(store, source, scratch, tools, backup_id, backup_type, scope, includ
             "files": sorted(records + unchanged, key=lambda r: r["path"]), "deleted": deleted,
             "databases": databases, "sqlite_version": sqlite3.sqlite_version, "verified": None,
         }
+        if requested != backup_type:
+            manifest["requested_type"] = requested
         manifest["archive"].update(location)
         stored = dict((r["path"], r) for r in records)
         for details in databases:
@@ -1297,8 +1503,22 @@ def _create(store, source, scratch, tools, backup_id, backup_type, scope, includ
         store.put_manifest(manifest)
         return manifest
     finally:
+        snapper.join()
         for check in checks:
             check.join()  # never leave a thread reading the scratch snapshot
+
+
+def _snapshot_all(entries, snapshots, checks):
+    """Snapshot every SQLite entry (in order) and start its quick_check; returns the snapshot details."""
+    databases = []
+    for entry in entries:
+        if entry["path"] in snapshots:
+            details = snapshot_sqlite(entry["abspath"], snapshots[entry["path"]], check=False)
+            details["path"] = entry["path"]
+            checks.append(QuickCheck(entry["abspath"], snapshots[entry["path"]]))
+            checks[-1].start()
+            databases.append(details)
+    return databases
 
 
 def _pg():
@@ -1311,6 +1531,22 @@ def _pg():
 # recorded, so only a file older than this is trusted by stat next time (git's "racy clean").
 RACY_SECONDS = 2
 STAT_KEYS = (("size", "st_size"), ("mtime_ns", "st_mtime_ns"), ("ctime_ns", "st_ctime_ns"), ("ino", "st_ino"), ("dev", "st_dev"))
+
+
+# An incremental leaving out less than this share of the bytes is stored as a full: compressed,
+# it would not be smaller than a full by more than zstd's own variation, and it would add a
+# dependency on its parent.
+INCREMENTAL_MIN_SAVING = 0.01
+
+
+def _store_as_full(changed, snapshots, unchanged):
+    """True when an incremental would store (about) everything a full stores: then a full is stored."""
+    kept = sum(r.get("size") or 0 for r in unchanged)
+    stored = 0
+    for entry in changed:
+        if entry["type"] == "file":
+            stored += os.stat(snapshots.get(entry["path"]) or entry["abspath"]).st_size
+    return kept <= INCREMENTAL_MIN_SAVING * (kept + stored)
 
 
 def _split_unchanged(entries, snapshots, parent_state):
@@ -1357,6 +1593,7 @@ def verify_backup(store, manifests, manifest, tools, work_dir, record=True):
     scratch = tempfile.mkdtemp(prefix=".victor-backup-verify-", dir=work_dir)
     problems = []
     databases = {}
+    pending = []
     try:
         try:
             for member in chain:
@@ -1366,6 +1603,8 @@ def verify_backup(store, manifests, manifest, tools, work_dir, record=True):
         except BackupError as exc:
             problems.append("%s: %s" % (manifest["id"], exc))
             chain = []
+        # The database checks of an archive run in threads (SQLite and pg_restore release the
+        # GIL) while the next archive of the chain streams through zstd and sha256.
         for member in chain:
             dest = os.path.join(scratch, member["id"])
             os.makedirs(dest, mode=0o700)
@@ -1373,25 +1612,23 @@ def verify_backup(store, manifests, manifest, tools, work_dir, record=True):
                 member_problems = read_archive(store, member, tools, dest, private=True)
             except BackupError as exc:
                 member_problems = [str(exc)]
+            checks = [] if member_problems else _start_db_checks(member, dest, tools)
+            pending.append((member, member_problems, checks))
+        for member, member_problems, checks in pending:
             problems += ["%s: %s" % (member["id"], p) for p in member_problems]
-            if member_problems:
-                continue
-            for db in member.get("databases", []):
-                path = confined(dest, db["path"], "manifest database")
-                if not os.path.exists(path):
-                    continue  # unchanged in this incremental; checked in its parent
-                if db.get("engine") == "postgresql":
-                    dump_problems = _pg().check_dump(path, tools.pg_restore)
-                    databases[db["path"]] = "ok" if not dump_problems else dump_problems[0]
-                    problems += ["%s: %s" % (member["id"], p) for p in dump_problems]
+            for path, check in checks:
+                lines = check.wait()
+                if _db_engine(member, path) == "postgresql":
+                    databases[path] = "ok" if not lines else lines[0]
+                    problems += ["%s: %s" % (member["id"], p) for p in lines]
                     continue
-                if db.get("engine", "sqlite") != "sqlite":
-                    continue
-                result = integrity_check(path)
-                databases[db["path"]] = result[0] if len(result) == 1 else "; ".join(result[:5])
-                if result != ["ok"]:
-                    problems.append("%s: %s fails integrity_check: %s" % (member["id"], db["path"], "; ".join(result[:5])))
+                databases[path] = lines[0] if len(lines) == 1 else "; ".join(lines[:5])
+                if lines != ["ok"]:
+                    problems.append("%s: %s fails integrity_check: %s" % (member["id"], path, "; ".join(lines[:5])))
     finally:
+        for _member, _problems, checks in pending:
+            for _path, check in checks:
+                check.join()  # never remove the scratch directory under a running check
         shutil.rmtree(scratch, ignore_errors=True)
     result = {"id": manifest["id"], "ok": not problems, "problems": problems, "databases": databases,
               "chain": [m["id"] for m in chain]}
@@ -1402,6 +1639,52 @@ def verify_backup(store, manifests, manifest, tools, work_dir, record=True):
         updated["verified"] = {"time": format_time(utcnow()), "ok": not problems}
         store.put_manifest(updated)
     return result
+
+
+class _Background(threading.Thread):
+    """Run func(*args) in a thread; wait() returns its result or raises what it raised."""
+
+    def __init__(self, func, *args):
+        super(_Background, self).__init__(daemon=True)
+        self.func = func
+        self.args = args
+        self.value = None
+        self.exc = None
+        self.start()
+
+    def run(self):
+        try:
+            self.value = self.func(*self.args)
+        except Exception as exc:  # pylint: disable=broad-except
+            self.exc = exc
+
+    def wait(self):
+        self.join()
+        if self.exc is not None:
+            raise self.exc
+        return self.value
+
+
+def _db_engine(manifest, path):
+    for db in manifest.get("databases", []):
+        if db["path"] == path:
+            return db.get("engine", "sqlite")
+    return None
+
+
+def _start_db_checks(member, dest, tools):
+    """integrity_check (SQLite) / pg_restore checks (dumps) of the databases extracted from member, in threads."""
+    checks = []
+    for db in member.get("databases", []):
+        path = confined(dest, db["path"], "manifest database")
+        if not os.path.exists(path):
+            continue  # unchanged in this incremental; checked in its parent
+        engine = db.get("engine", "sqlite")
+        if engine == "postgresql":
+            checks.append((db["path"], _Background(_pg().check_dump, path, tools.pg_restore)))
+        elif engine == "sqlite":
+            checks.append((db["path"], _Background(integrity_check, path)))
+    return checks
 
 
 # --------------------------------------------------------------------------- restore
@@ -1443,7 +1726,6 @@ def restore_backup(store, manifests, manifest, tools, target, scope="full", safe
     pg_done = None
     try:
         files, dumps = _stage_chain(store, chain, tools, staging, scope)
-        _prepare_databases(staging, chain, files)
         dump = _pick_dump(manifest, dumps, postgres, restore_postgres, tools)
         if os.path.lexists(safety):
             raise BackupError("safety copy path %s already exists" % safety)
@@ -1497,17 +1779,47 @@ def _pick_dump(manifest, dumps, postgres, restore_postgres, tools):
 
 
 def _stage_chain(store, chain, tools, staging, scope):
-    """Extract the chain; returns (state files to swap in, {dump relpath: staged dump path})."""
+    """Extract the chain; returns (state files to swap in, {dump relpath: staged dump path}).
+
+    Every archive is read whole (its sha256 and every member's are checked), but only the
+    files the restored state needs are written: a file replaced by a later incremental is
+    hashed, not written.  Written files are fsynced by a thread while the next members
+    stream in; each SQLite database gets its journal mode and integrity_check in a thread
+    as soon as it is complete.  All of it finishes before anything live is touched.
+    """
     state = chain_state(chain)
     wanted = dict((p, r) for p, r in state.items() if _in_scope(r, scope))
     links = dict((p, r["target"]) for p, r in wanted.items() if r["type"] == "symlink")
     resolve_links(links, "manifest symlink")
+    modes = {}
     for manifest in chain:
-        dest = os.path.join(staging, ".chain", manifest["id"])
-        os.makedirs(dest)
-        problems = read_archive(store, manifest, tools, dest)
-        if problems:
-            raise BackupError("backup %s failed verification, nothing was changed: %s" % (manifest["id"], "; ".join(problems)))
+        for db in manifest.get("databases", []):
+            modes[db["path"]] = str(db.get("journal_mode", "delete")).lower()
+    checks = []
+
+    def prepare(name, path):
+        record = wanted.get(name, {})
+        if record.get("kind") == "db" and record.get("engine", "sqlite") == "sqlite":
+            checks.append((name, _Background(_prepare_database, path, modes.get(name, "delete"))))
+
+    syncer = _Syncer()
+    try:
+        for manifest in chain:
+            dest = os.path.join(staging, ".chain", manifest["id"])
+            os.makedirs(dest)
+            needed = set(p for p, r in wanted.items() if r["type"] == "file" and r["backup"] == manifest["id"])
+            problems = read_archive(store, manifest, tools, dest, write=needed, syncer=syncer, on_file=prepare)
+            if problems:
+                raise BackupError("backup %s failed verification, nothing was changed: %s" % (manifest["id"], "; ".join(problems)))
+        syncer.finish()
+        for name, check in checks:
+            result = check.wait()
+            if result != ["ok"]:
+                raise BackupError("database %s in the backup fails integrity_check, nothing was changed: %s" % (name, "; ".join(result[:5])))
+    finally:
+        for _name, check in checks:
+            check.join()  # the staging directory is removed after this: no thread may still use it
+        syncer.stop()
     tree = os.path.join(staging, "tree")
     os.makedirs(tree)
     dumps = {}
@@ -1527,6 +1839,8 @@ def _stage_chain(store, chain, tools, staging, scope):
         else:
             os.rename(src, dst)
     check_tree_links(tree, sorted(links))  # resolved on disk, not only as text
+    for root, _dirs, _files in os.walk(tree):
+        fsync_dir(root)  # the renamed entries are on disk before the swap
     return dict((p, r) for p, r in wanted.items() if p not in dumps), dumps
 
 
@@ -1538,32 +1852,25 @@ def _in_scope(record, scope):
     return record.get("kind") == "config"
 
 
-def _prepare_databases(staging, chain, files):
-    """integrity_check every staged DB and give it back its recorded journal mode."""
-    modes = {}
-    for manifest in chain:
-        for db in manifest.get("databases", []):
-            modes[db["path"]] = db.get("journal_mode", "delete")
-    tree = os.path.join(staging, "tree")
-    for path, record in files.items():
-        if record.get("kind") != "db" or record.get("engine", "sqlite") != "sqlite":
-            continue
-        full = os.path.join(tree, *path.split("/"))
-        result = integrity_check(full)
-        if result != ["ok"]:
-            raise BackupError("database %s in the backup fails integrity_check, nothing was changed: %s" % (path, "; ".join(result[:5])))
-        mode = str(modes.get(path, "delete")).lower()
-        if mode == "wal":
-            st = os.stat(full)
-            conn = sqlite3.connect(full)
-            try:
+def _prepare_database(path, journal_mode):
+    """Give a staged database its recorded journal mode, then integrity_check it: the check
+    sees the very bytes the swap moves in.  Returns the check's lines (["ok"] when intact)."""
+    st = os.stat(path)
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            if journal_mode == "wal":
                 conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            finally:
-                conn.close()
-            for suffix in ("-wal", "-shm"):
-                if os.path.exists(full + suffix):
-                    os.unlink(full + suffix)
-            os.chmod(full, stat.S_IMODE(st.st_mode))
+            result = [row[0] for row in conn.execute("PRAGMA integrity_check").fetchall()]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        result = ["cannot open: %s" % exc]
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.unlink(path + suffix)
+    os.chmod(path, stat.S_IMODE(st.st_mode))
+    return result
 
 
 def swap_in(staging, target, safety, files, scope):
@@ -1703,14 +2010,29 @@ def _revert_files(target, safety, moved):
 
 
 def check_databases(target, files):
+    """After the swap: each restored SQLite database opens in place, read-write, in its journal mode.
+
+    Its content passed integrity_check in staging after its journal mode was set, and the swap
+    is a rename (same inode, same bytes), so a second full scan would re-read what was just
+    checked; what the swap can break (path, permissions, side files) shows when it is opened.
+    """
     problems = []
     for path, record in sorted(files.items()):
         if record.get("kind") == "db" and record.get("engine", "sqlite") == "sqlite":
             full = os.path.join(target, *path.split("/"))
-            result = integrity_check(full, readonly=False)
+            try:
+                conn = sqlite3.connect(full)
+                try:
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                    conn.execute("PRAGMA journal_mode").fetchone()
+                finally:
+                    conn.close()
+                result = None
+            except sqlite3.Error as exc:
+                result = "cannot open in place: %s" % exc
             for suffix in ("-wal", "-shm"):
                 if os.path.exists(full + suffix) and os.path.getsize(full + suffix) == 0:
                     os.unlink(full + suffix)
-            if result != ["ok"]:
-                problems.append("%s: %s" % (path, "; ".join(result[:3])))
+            if result:
+                problems.append("%s: %s" % (path, result))
     return problems

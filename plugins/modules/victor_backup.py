@@ -25,7 +25,8 @@ description:
   - Incremental backups store only the files whose sha256 changed since the parent backup and
     record deleted files; a restore resolves the chain.
   - Restores stage and check everything (every sha256, C(PRAGMA integrity_check)) before
-    touching live data, keep the replaced files as a safety copy, and put it back when the
+    touching live data, reading each archive once (decompression in a C(zstd) process beside the
+    hashing, fsync and database checks in threads), keep the replaced files as a safety copy, and put it back when the
     restored databases fail their check. O(state=revert) puts a safety copy back on request
     (the C(victor.ops.victor_restore) role uses it when the service does not come back healthy).
   - An archive can be restored without this collection, see C(docs/backup.md)
@@ -71,7 +72,10 @@ options:
     type: int
     default: 600
   type:
-    description: V(full) stores every selected file; V(incremental) only what changed since the newest backup of the same scope.
+    description:
+      - V(full) stores every selected file; V(incremental) only what changed since the newest backup of the same scope.
+      - An incremental that would leave out less than 1 % of the bytes is stored as a full (manifest C(requested_type=incremental)),
+        so an incremental never stores more than a full.
     type: str
     choices: [full, incremental]
     default: full
