@@ -43,6 +43,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+SECTIONS = ("service", "health", "port", "errors", "memory", "database", "logs", "cpu", "redis")
 SHOW_PROPERTIES = ("ActiveState", "SubState", "MainPID", "NRestarts", "Result", "ExecMainStatus",
                    "ExecMainCode", "ControlGroup", "ActiveEnterTimestamp", "LoadState", "UnitFileState")
 ERROR_RE = re.compile(r"\b(error|exception|traceback|critical|fatal)\b", re.IGNORECASE)
@@ -273,14 +274,7 @@ def section_errors(args):
     rc, out, err = run(["journalctl", "-u", args.service, "-n", str(args.journal_lines), "--no-pager", "-o", "short-iso"])
     journal = error_lines(out, args.error_limit) if rc == 0 else []
     log_path = os.path.join(args.state_dir, ".victor", "logs", "victor.log")
-    log = []
-    try:
-        with open(log_path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 256 * 1024))
-            log = error_lines(handle.read().decode("utf-8", "replace"), args.error_limit)
-    except OSError:
-        pass
+    log = error_lines(tail_text(log_path, 256 * 1024) or "", args.error_limit)
     return {"journal": journal, "journal_error": err.strip() if rc != 0 else None,
             "victor_log": log, "victor_log_path": log_path,
             "count": len(journal) + len(log)}
@@ -410,18 +404,22 @@ RATE_LIMIT_RE = re.compile(r"rate.limit|\b429\b|too many requests", re.IGNORECAS
 PROVIDER_RE = re.compile(r"""provider["']?\s*[=:]\s*["']?([A-Za-z0-9_.-]+)""")
 
 
-def log_entries(path, not_before, max_bytes=8 * 1024 * 1024):
-    """(epoch, level, logger, text) of victor.log entries at or after not_before (local time)."""
-    entries = []
+def tail_text(path, max_bytes):
+    """The last max_bytes of a file as text; None when it cannot be read."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - max_bytes))
-            text = handle.read().decode("utf-8", "replace")
+            return handle.read().decode("utf-8", "replace")
     except OSError:
-        return entries
+        return None
+
+
+def log_entries(path, not_before, max_bytes=8 * 1024 * 1024):
+    """(epoch, level, logger, text) of victor.log entries at or after not_before (local time)."""
+    entries = []
     current = None
-    for line in text.splitlines():
+    for line in (tail_text(path, max_bytes) or "").splitlines():
         match = LOG_ENTRY_RE.match(line)
         if match:
             try:
@@ -439,14 +437,7 @@ def log_entries(path, not_before, max_bytes=8 * 1024 * 1024):
 def usage_events(path, not_before, max_bytes=8 * 1024 * 1024):
     """(epoch, session, event_type) of usage.jsonl events at or after not_before."""
     events = []
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - max_bytes))
-            lines = handle.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return events
-    for line in lines:
+    for line in (tail_text(path, max_bytes) or "").splitlines():
         try:
             event = json.loads(line)
             when = datetime.datetime.fromisoformat(event["timestamp"]).timestamp()
@@ -655,24 +646,15 @@ def collect(args):
               "sections": args.sections}
     service = section_service(args)
     unit_pids = set(service.get("pids", []))
-    if "service" in args.sections:
-        report["service"] = service
-    if "health" in args.sections:
-        report["health"] = section_health(args)
-    if "port" in args.sections:
-        report["port"] = section_port(args, unit_pids)
-    if "errors" in args.sections:
-        report["errors"] = section_errors(args)
-    if "memory" in args.sections:
-        report["memory"] = section_memory(args, unit_pids)
-    if "database" in args.sections:
-        report["database"] = section_database(args, unit_pids)
-    if "logs" in args.sections:
-        report["logs"] = section_logs(args)
-    if "cpu" in args.sections:
-        report["cpu"] = section_cpu(args, service)
-    if "redis" in args.sections:
-        report["redis"] = section_redis(args)
+    sections = {"service": lambda: service, "health": lambda: section_health(args),
+                "port": lambda: section_port(args, unit_pids), "errors": lambda: section_errors(args),
+                "memory": lambda: section_memory(args, unit_pids), "database": lambda: section_database(args, unit_pids),
+                "logs": lambda: section_logs(args), "cpu": lambda: section_cpu(args, service),
+                "redis": lambda: section_redis(args)}
+    for name, section in sections.items():
+        if name in args.sections:
+            report[name] = section()
+    if "redis" in report:
         report["changed"] = report["redis"].get("changed", False)
     if args.terminate_foreign_holders:
         report["cleared"] = terminate_foreign_holders(args.db, unit_pids, args.grace)
@@ -706,7 +688,7 @@ def parse_args(argv):
     parser.add_argument("--redis-clear", action="store_true")
     args = parser.parse_args(argv)
     args.sections = [s for s in args.sections.split(",") if s]
-    unknown = set(args.sections) - {"service", "health", "port", "errors", "memory", "database", "logs", "cpu", "redis"}
+    unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         parser.error("unknown sections: %s" % ", ".join(sorted(unknown)))
     if not args.db:
