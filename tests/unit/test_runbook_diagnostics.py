@@ -303,7 +303,7 @@ def redis_url():
     proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--maxmemory", "2mb", "--maxmemory-policy", "noeviction"], stdout=subprocess.DEVNULL)
     try:
-        for _ in range(100):
+        for _attempt in range(100):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break

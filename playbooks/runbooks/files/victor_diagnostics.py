@@ -515,7 +515,7 @@ def section_cpu(args, service):
     group = service.get("ControlGroup", "")
     samples, per_pid = [], {}
     previous = {pid: _cpu_ticks(pid) for pid in pids_in_cgroup(group)}
-    for _ in range(args.cpu_samples):
+    for _sample in range(args.cpu_samples):
         started = time.monotonic()
         time.sleep(args.cpu_interval)
         elapsed = time.monotonic() - started
@@ -582,7 +582,7 @@ class Redis:
             return None if size < 0 else self.reader.read(size + 2)[:-2]
         if kind == b"*":
             size = int(rest)
-            return None if size < 0 else [self._reply() for _ in range(size)]
+            return None if size < 0 else [self._reply() for _item in range(size)]
         raise RedisError("unexpected reply from Redis: %r" % line[:80])
 
     def scan(self, pattern, batch):
