@@ -108,10 +108,10 @@ def test_high_error_rate_check_mode_then_rollback_then_nothing():
 
 
 def test_high_cpu_restarts_only_a_unit_stuck_above_the_threshold(host):
-    idle, busy = sorted(_bundles("high_cpu"), key=lambda b: b["started_at"])
+    idle, busy = sorted(_bundles("high_cpu"), key=lambda b: b["started_at"])[-2:]
     assert not idle["actions"]["stuck"] and not idle["actions"]["restarted"]
     cpu = busy["diagnostics"]["before"]["cpu"]
-    assert cpu["min_percent"] > 20 and len(cpu["samples_percent"]) == 5, cpu
+    assert cpu["min_percent"] > 10 and len(cpu["samples_percent"]) == 5, cpu
     assert "victor-cpu-hog" in cpu["top"][0]["cmdline"], cpu["top"]
     assert busy["actions"]["stuck"] and busy["actions"]["restarted"] and busy["healthy"]
     assert host.run("pgrep -f '[v]ictor-cpu-hog'").rc == 1, "the restart ended the unit's busy process"
