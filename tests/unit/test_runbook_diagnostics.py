@@ -1,5 +1,6 @@
 """The runbooks' diagnostics script against real processes, sockets and SQLite locks."""
 import argparse
+import datetime
 import http.server
 import importlib.util
 import json
@@ -228,3 +229,118 @@ def test_fd_map_falls_back_to_the_owners_uid_and_gid(monkeypatch):
         holder.kill()
         holder.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- logs, cpu, redis
+def _log_line(when, level, message):
+    return "%s,123 - victor-1a2b3c4d - victor.framework.agentic_loop - %s - %s" % (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)), level, message)
+
+
+def _usage(when, session, kind):
+    stamp = datetime.datetime.fromtimestamp(when, datetime.timezone.utc).isoformat()
+    return json.dumps({"session_id": session, "timestamp": stamp, "event_type": kind, "data": {}})
+
+
+def test_logs_count_errors_requests_rate_limits_and_slow_requests_around_the_deploy(tmp_path):
+    """The formats Victor 0.9.5 writes (victor.log entries with continuation lines, usage.jsonl events)."""
+    logs = tmp_path / ".victor" / "logs"
+    logs.mkdir(parents=True)
+    now = time.time()
+    deploy = now - 300
+    (logs / "victor.log").write_text("\n".join([
+        _log_line(now - 500, "ERROR", "Agentic loop error: old, before the deploy"),
+        _log_line(now - 200, "INFO", "Starting Victor FastAPI server"),
+        _log_line(now - 100, "ERROR", "Agentic loop error: [8d521d98] rate limited (429)"),
+        "Recovery hint: Wait and retry later. (provider=ollama, status_code=429)",
+        "Traceback (most recent call last):",
+        _log_line(now - 90, "WARNING", "Recovery attempt 1 hit rate limit; sleeping 15s before retry"),
+        _log_line(now - 60, "ERROR", "Agentic loop error: [c4c2896e] transport error"),
+        "not a log line and no entry before it is kept",
+    ]) + "\n")
+    (logs / "usage.jsonl").write_text("\n".join([
+        _usage(now - 110, "s1", "user_prompt"), _usage(now - 50, "s1", "assistant_response"),
+        _usage(now - 40, "s1", "user_prompt"), _usage(now - 38, "s1", "assistant_response"),
+        "{broken json",
+    ]) + "\n")
+    since = datetime.datetime.fromtimestamp(deploy, datetime.timezone.utc).isoformat()
+    report = diag.section_logs(_args(state_dir=str(tmp_path), window_minutes=60.0, since=since, slow_seconds=30.0))
+    after, before = report["after"], report["before"]
+    assert after["errors"] == 2 and after["requests"] == 2 and after["error_rate_percent"] == 100.0
+    assert before["errors"] == 1 and before["requests"] == 0 and before["error_rate_percent"] is None
+    assert after["errors_per_minute"] > before["errors_per_minute"]
+    assert after["rate_limited"] == 2 and after["rate_limited_providers"] == {"ollama": 1, "unknown": 1}
+    assert after["slow_requests"] == 1 and after["slow_request_seconds"] == [60.0]
+    assert after["samples"][-1] == "Agentic loop error: [c4c2896e] transport error"
+
+
+def test_logs_without_files_report_zero(tmp_path):
+    report = diag.section_logs(_args(state_dir=str(tmp_path), window_minutes=5.0, since="not a time", slow_seconds=1.0))
+    assert report["after"]["errors"] == 0 and report["after"]["requests"] == 0 and report["after"]["rate_limited"] == 0
+
+
+def test_cpu_sees_a_busy_process_of_the_group():
+    with open("/proc/self/cgroup", encoding="utf-8") as handle:
+        cgroup = handle.read().splitlines()[0].split(":", 2)[2]
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        report = diag.section_cpu(_args(cpu_samples=2, cpu_interval=0.5), {"ControlGroup": cgroup})
+    finally:
+        busy.kill()
+        busy.wait()
+    assert len(report["samples_percent"]) == 2 and report["max_percent"] > 5, report
+    assert any(p["pid"] == busy.pid for p in report["top"]), report["top"]
+
+
+@pytest.fixture
+def redis_url():
+    server = shutil.which("redis-server")
+    if not server:
+        pytest.skip("redis-server is not installed (tests/host-packages.txt)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--maxmemory", "2mb", "--maxmemory-policy", "noeviction"], stdout=subprocess.DEVNULL)
+    try:
+        for _attempt in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield "redis://127.0.0.1:%d/0" % port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_redis_at_its_limit_is_cleared_by_pattern_only(redis_url, monkeypatch):
+    monkeypatch.setenv("VICTOR_RUNBOOK_REDIS_URL", redis_url)
+    client = diag.Redis(redis_url, 2.0)
+    client.call("SET", "session:keep", "a")
+    client.call("CONFIG", "SET", "maxmemory", "0")
+    for start in range(0, 3000, 500):
+        client.call("MSET", *[w for i in range(start, start + 500) for w in ("victor:cache:%d" % i, "x" * 400)])
+    client.call("CONFIG", "SET", "maxmemory", "2mb")
+    with pytest.raises(diag.RedisError, match="OOM"):
+        client.call("SET", "victor:cache:more", "x")
+    counted = diag.section_redis(_args(redis_pattern="victor:cache:*", redis_batch=100, redis_clear=False))
+    assert counted["ok"] and counted["matching_keys"] == 3000 and counted["keys"] == 3001
+    assert counted["used_percent_of_max"] > 100 and counted["maxmemory_policy"] == "noeviction"
+    assert "removed_keys" not in counted and client.call("DBSIZE") == 3001
+    cleared = diag.section_redis(_args(redis_pattern="victor:cache:*", redis_batch=100, redis_clear=True))
+    assert cleared["removed_keys"] == 3000 and cleared["changed"]
+    assert client.call("DBSIZE") == 1 and client.call("GET", "session:keep") == b"a"
+    after = diag.section_redis(_args(redis_pattern="victor:cache:*", redis_batch=100, redis_clear=False))
+    assert after["used_memory"] < counted["used_memory"] and after["matching_keys"] == 0
+
+
+def test_redis_errors_are_reported_not_raised(monkeypatch):
+    monkeypatch.delenv("VICTOR_RUNBOOK_REDIS_URL", raising=False)
+    assert diag.section_redis(_args(redis_pattern="", redis_batch=10, redis_clear=False))["error"] == "no Redis URL configured"
+    monkeypatch.setenv("VICTOR_RUNBOOK_REDIS_URL", "http://127.0.0.1:1/")
+    assert "redis://" in diag.section_redis(_args(redis_pattern="", redis_batch=10, redis_clear=False))["error"]
+    monkeypatch.setenv("VICTOR_RUNBOOK_REDIS_URL", "redis://127.0.0.1:1/0")
+    result = diag.section_redis(_args(redis_pattern="", redis_batch=10, redis_clear=False))
+    assert not result["ok"] and result["error"]

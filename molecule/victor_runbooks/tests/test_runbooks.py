@@ -13,10 +13,10 @@ def _bundles(runbook):
     return [json.load(open(p, encoding="utf-8")) for p in paths]
 
 
-def test_api_is_healthy_at_the_end(host):
+def test_api_is_healthy_at_the_end_on_the_release_rolled_back_to(host):
     assert host.service("victor-api").is_running
     answer = json.loads(host.check_output("curl -fsS http://127.0.0.1:8765/health"))
-    assert answer == {"status": "healthy", "version": "0.9.5"}
+    assert answer == {"status": "healthy", "version": "0.9.4"}, "high_error_rate rolled 0.9.5 back to 0.9.4"
 
 
 def test_lock_holder_is_gone_and_database_accepts_writes(host):
@@ -81,3 +81,51 @@ def test_high_memory_restarts_only_over_the_threshold(threshold, restarted):
     same_pid = bundle["diagnostics"]["before"]["service"]["MainPID"] == bundle["diagnostics"]["after"]["service"]["MainPID"]
     assert same_pid is not restarted
     assert bundle["healthy"]
+
+
+def test_provider_rate_limiting_found_the_429s_of_the_provider_and_changed_nothing():
+    (bundle,) = _bundles("provider_rate_limiting")
+    logs = bundle["diagnostics"]["before"]["logs"]["after"]
+    assert logs["rate_limited"] > 0 and "ollama" in logs["rate_limited_providers"], logs
+    assert any("429" in sample for sample in logs["rate_limit_samples"]), logs["rate_limit_samples"]
+    assert bundle["actions"]["changed"] is False and bundle["actions"]["providers"] == logs["rate_limited_providers"]
+    assert any("ollama" in line and "rate limiting" in line for line in bundle["summary"]), bundle["summary"]
+    assert bundle["healthy"]
+
+
+def test_high_error_rate_check_mode_then_rollback_then_nothing():
+    check, real, again = sorted(_bundles("high_error_rate"), key=lambda b: b["started_at"])
+    assert check["check_mode"] and check["actions"]["would_roll_back"] and not check["actions"]["rolled_back"]
+    logs = real["diagnostics"]["before"]["logs"]
+    assert logs["after"]["errors"] >= 3 and logs["after"]["requests"] >= 3, logs["after"]
+    assert logs["before"]["errors"] == 0, "0.9.4 logged no error before the 0.9.5 deploy"
+    assert any("Agentic loop error" in sample for sample in logs["after"]["samples"]), logs["after"]["samples"]
+    assert real["actions"]["high_error_rate"] and real["actions"]["rose_after_deploy"]
+    assert real["actions"]["deployed"] == "0.9.5" and real["actions"]["rolled_back_to"] == "0.9.4"
+    assert real["diagnostics"]["after"]["health"]["body"] == {"status": "healthy", "version": "0.9.4"}
+    assert not again["check_mode"] and not again["actions"]["high_error_rate"] and not again["actions"]["rolled_back"]
+    assert again["diagnostics"]["before"]["logs"]["after"]["errors"] == 0
+
+
+def test_high_cpu_restarts_only_a_unit_stuck_above_the_threshold(host):
+    idle, busy = sorted(_bundles("high_cpu"), key=lambda b: b["started_at"])[-2:]
+    assert not idle["actions"]["stuck"] and not idle["actions"]["restarted"]
+    cpu = busy["diagnostics"]["before"]["cpu"]
+    assert cpu["min_percent"] > 10 and len(cpu["samples_percent"]) == 5, cpu
+    assert "victor-cpu-hog" in cpu["top"][0]["cmdline"], cpu["top"]
+    assert busy["actions"]["stuck"] and busy["actions"]["restarted"] and busy["healthy"]
+    assert host.run("pgrep -f '[v]ictor-cpu-hog'").rc == 1, "the restart ended the unit's busy process"
+
+
+def test_cache_issues_counted_in_check_mode_then_cleared_only_the_pattern(host):
+    check, real, again = sorted(_bundles("cache_issues"), key=lambda b: b["started_at"])
+    assert check["check_mode"] and check["actions"]["would_remove_keys"] == 12000 and check["actions"]["removed_keys"] == 0
+    before = real["diagnostics"]["before"]["redis"]
+    assert before["maxmemory"] == 4 * 1024 * 1024 and before["used_percent_of_max"] >= 90, before
+    assert before["matching_keys"] == 12000 and before["keys"] == 12002
+    assert real["actions"]["at_limit"] and real["actions"]["removed_keys"] == 12000
+    assert real["actions"]["memory_after"] < real["actions"]["memory_before"]
+    assert real["diagnostics"]["after"]["redis"]["used_percent_of_max"] < 90
+    assert not again["actions"]["at_limit"] and again["actions"]["removed_keys"] == 0
+    assert host.check_output("redis-cli dbsize") == "2"
+    assert host.check_output("redis-cli get session:keep-1") == "a", "keys outside the pattern stay"

@@ -12,7 +12,18 @@ Prints one JSON document. Sections, chosen with --sections:
   memory    memory of the host, of the unit, and the top processes by RSS
   database  the SQLite state database: size, WAL, processes holding it open (in the
             unit or not), and a write probe (BEGIN IMMEDIATE) run as the file's owner
+  logs      what Victor wrote in a time window: ERROR/CRITICAL entries of victor.log,
+            chat requests (user_prompt events of usage.jsonl), rate-limit entries (429)
+            per provider, slow requests (prompt to response); also for the same span
+            before --since (the last deploy) so a rise after it shows
+  cpu       CPU of the unit's processes, sampled --cpu-samples times every
+            --cpu-interval seconds (percent of one core)
+  redis     Redis INFO (memory vs maxmemory, evictions, clients) of the URL in the
+            environment variable VICTOR_RUNBOOK_REDIS_URL (never on the command line),
+            and how many keys match --redis-pattern (SCAN)
 
+--redis-clear removes the keys matching --redis-pattern (SCAN + UNLINK, in batches of
+--redis-batch; never KEYS, never FLUSHALL).
 --terminate-foreign-holders ends the processes outside the unit that hold the database
 open (SIGTERM, then SIGKILL after --grace seconds), re-checking each before signalling.
 Everything else only reads.
@@ -29,8 +40,10 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
+SECTIONS = ("service", "health", "port", "errors", "memory", "database", "logs", "cpu", "redis")
 SHOW_PROPERTIES = ("ActiveState", "SubState", "MainPID", "NRestarts", "Result", "ExecMainStatus",
                    "ExecMainCode", "ControlGroup", "ActiveEnterTimestamp", "LoadState", "UnitFileState")
 ERROR_RE = re.compile(r"\b(error|exception|traceback|critical|fatal)\b", re.IGNORECASE)
@@ -261,14 +274,7 @@ def section_errors(args):
     rc, out, err = run(["journalctl", "-u", args.service, "-n", str(args.journal_lines), "--no-pager", "-o", "short-iso"])
     journal = error_lines(out, args.error_limit) if rc == 0 else []
     log_path = os.path.join(args.state_dir, ".victor", "logs", "victor.log")
-    log = []
-    try:
-        with open(log_path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 256 * 1024))
-            log = error_lines(handle.read().decode("utf-8", "replace"), args.error_limit)
-    except OSError:
-        pass
+    log = error_lines(tail_text(log_path, 256 * 1024) or "", args.error_limit)
     return {"journal": journal, "journal_error": err.strip() if rc != 0 else None,
             "victor_log": log, "victor_log_path": log_path,
             "count": len(journal) + len(log)}
@@ -390,23 +396,266 @@ def terminate_foreign_holders(path, unit_pids, grace):
     return {"terminated": terminated, "killed": killed, "changed": bool(terminated)}
 
 
+# ---------------------------------------------------------------- logs
+# victor.log (Python logging): "2026-12-02 16:02:49,674 - victor-<session> - <logger> - ERROR - <message>";
+# lines not starting with a timestamp (tracebacks, "Recovery hint: ...") continue the entry.
+LOG_ENTRY_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ - (?:victor-\S+ - )?(\S+) - ([A-Z]+) - (.*)$")
+RATE_LIMIT_RE = re.compile(r"rate.limit|\b429\b|too many requests", re.IGNORECASE)
+PROVIDER_RE = re.compile(r"""provider["']?\s*[=:]\s*["']?([A-Za-z0-9_.-]+)""")
+
+
+def tail_text(path, max_bytes):
+    """The last max_bytes of a file as text; None when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - max_bytes))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def log_entries(path, not_before, max_bytes=8 * 1024 * 1024):
+    """(epoch, level, logger, text) of victor.log entries at or after not_before (local time)."""
+    entries = []
+    current = None
+    for line in (tail_text(path, max_bytes) or "").splitlines():
+        match = LOG_ENTRY_RE.match(line)
+        if match:
+            try:
+                when = time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S"))
+            except ValueError:
+                continue
+            current = [when, match.group(3), match.group(2), match.group(4)] if when >= not_before else None
+            if current:
+                entries.append(current)
+        elif current is not None and len(current[3]) < 4000:
+            current[3] += "\n" + line
+    return entries
+
+
+def usage_events(path, not_before, max_bytes=8 * 1024 * 1024):
+    """(epoch, session, event_type) of usage.jsonl events at or after not_before."""
+    events = []
+    for line in (tail_text(path, max_bytes) or "").splitlines():
+        try:
+            event = json.loads(line)
+            when = datetime.datetime.fromisoformat(event["timestamp"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        if when >= not_before:
+            events.append((when, event.get("session_id"), event.get("event_type")))
+    return events
+
+
+def _span(entries, events, start, end, slow_seconds):
+    errors = [e for e in entries if start <= e[0] < end and e[1] in ("ERROR", "CRITICAL")]
+    prompts = [e for e in events if start <= e[0] < end and e[2] == "user_prompt"]
+    limited = [e for e in entries if start <= e[0] < end and e[1] in ("WARNING", "ERROR", "CRITICAL")
+               and RATE_LIMIT_RE.search(e[3])]
+    providers = {}
+    for entry in limited:
+        match = PROVIDER_RE.search(entry[3])
+        name = match.group(1) if match else "unknown"
+        providers[name] = providers.get(name, 0) + 1
+    # A request is slow when its response came more than slow_seconds after the prompt.
+    slow, pending = [], {}
+    for when, session, kind in sorted(e for e in events if start <= e[0] < end):
+        if kind == "user_prompt":
+            pending[session] = when
+        elif kind == "assistant_response" and session in pending:
+            took = when - pending.pop(session)
+            if took > slow_seconds:
+                slow.append(round(took, 1))
+    minutes = max((end - start) / 60.0, 1 / 60.0)
+    return {"start": datetime.datetime.fromtimestamp(start, datetime.timezone.utc).isoformat(),
+            "end": datetime.datetime.fromtimestamp(end, datetime.timezone.utc).isoformat(),
+            "errors": len(errors), "requests": len(prompts),
+            "errors_per_minute": round(len(errors) / minutes, 3),
+            "error_rate_percent": round(100.0 * min(len(errors), len(prompts)) / len(prompts), 1) if prompts else None,
+            "rate_limited": len(limited), "rate_limited_providers": providers,
+            "slow_requests": len(slow), "slow_request_seconds": slow[-10:],
+            "samples": [e[3].splitlines()[0][:300] for e in errors[-5:]],
+            "rate_limit_samples": [e[3].replace("\n", " | ")[:400] for e in limited[-3:]]}
+
+
+def section_logs(args):
+    """The window [now - window, now] and the span of the same length before it (or before --since)."""
+    now = time.time()
+    window = args.window_minutes * 60.0
+    since = now - window
+    if args.since:
+        try:
+            since = max(datetime.datetime.fromisoformat(args.since.replace("Z", "+00:00")).timestamp(), now - window)
+        except ValueError:
+            pass
+    before_start = since - (now - since)
+    logs_dir = os.path.join(args.state_dir, ".victor", "logs")
+    entries = log_entries(os.path.join(logs_dir, "victor.log"), before_start)
+    events = usage_events(os.path.join(logs_dir, "usage.jsonl"), before_start)
+    return {"victor_log": os.path.join(logs_dir, "victor.log"), "usage_log": os.path.join(logs_dir, "usage.jsonl"),
+            "window_minutes": args.window_minutes, "since": args.since or None,
+            "after": _span(entries, events, since, now + 1, args.slow_seconds),
+            "before": _span(entries, events, before_start, since, args.slow_seconds)}
+
+
+# ---------------------------------------------------------------- cpu
+def _cpu_ticks(pid):
+    try:
+        with open("/proc/%d/stat" % pid, encoding="utf-8") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def section_cpu(args, service):
+    """Percent of one core used by the unit's processes in each sampling interval."""
+    hertz = os.sysconf("SC_CLK_TCK")
+    group = service.get("ControlGroup", "")
+    samples, per_pid = [], {}
+    previous = {pid: _cpu_ticks(pid) for pid in pids_in_cgroup(group)}
+    for _sample in range(args.cpu_samples):
+        started = time.monotonic()
+        time.sleep(args.cpu_interval)
+        elapsed = time.monotonic() - started
+        current = {pid: _cpu_ticks(pid) for pid in pids_in_cgroup(group)}
+        total = 0.0
+        for pid, ticks in current.items():
+            if ticks is None or previous.get(pid) is None:
+                continue
+            used = 100.0 * (ticks - previous[pid]) / hertz / elapsed
+            per_pid[pid] = per_pid.get(pid, 0.0) + used / args.cpu_samples
+            total += used
+        samples.append(round(total, 1))
+        previous = current
+    top = sorted(per_pid.items(), key=lambda item: item[1], reverse=True)[:args.top]
+    return {"interval_seconds": args.cpu_interval, "samples_percent": samples,
+            "min_percent": min(samples) if samples else None, "max_percent": max(samples) if samples else None,
+            "avg_percent": round(sum(samples) / len(samples), 1) if samples else None, "cores": os.cpu_count(),
+            "top": [dict(proc_info(pid), cpu_percent=round(used, 1)) for pid, used in top]}
+
+
+# ---------------------------------------------------------------- redis
+class RedisError(Exception):
+    pass
+
+
+class Redis:
+    """The few Redis commands the runbook needs, over RESP (standard library only)."""
+
+    def __init__(self, url, timeout):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise RedisError("the Redis URL must start with redis:// or rediss://")
+        self.sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=timeout)
+        if parts.scheme == "rediss":
+            import ssl
+            self.sock = ssl.create_default_context().wrap_socket(self.sock, server_hostname=parts.hostname)
+        self.reader = self.sock.makefile("rb")
+        if parts.password:
+            auth = [urllib.parse.unquote(parts.username)] if parts.username else []
+            self.call("AUTH", *(auth + [urllib.parse.unquote(parts.password)]))
+        database = parts.path.strip("/")
+        if database:
+            self.call("SELECT", database)
+
+    def call(self, *words):
+        payload = [b"*%d\r\n" % len(words)]
+        for word in words:
+            data = word if isinstance(word, bytes) else str(word).encode()
+            payload.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        self.sock.sendall(b"".join(payload))
+        return self._reply()
+
+    def _reply(self):
+        line = self.reader.readline().rstrip(b"\r\n")
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(rest.decode("utf-8", "replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            return None if size < 0 else self.reader.read(size + 2)[:-2]
+        if kind == b"*":
+            size = int(rest)
+            return None if size < 0 else [self._reply() for _item in range(size)]
+        raise RedisError("unexpected reply from Redis: %r" % line[:80])
+
+    def scan(self, pattern, batch):
+        cursor = b"0"
+        while True:
+            cursor, keys = self.call("SCAN", cursor, "MATCH", pattern, "COUNT", batch)
+            yield keys
+            if cursor == b"0":
+                return
+
+
+def _redis_info(client):
+    info = {}
+    for line in client.call("INFO").decode("utf-8", "replace").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and not key.startswith("#"):
+            info[key] = int(value) if value.isdigit() else value
+    used, limit = info.get("used_memory", 0), info.get("maxmemory", 0)
+    return {"redis_version": info.get("redis_version"), "used_memory": used, "used_memory_human": info.get("used_memory_human"),
+            "maxmemory": limit, "maxmemory_policy": info.get("maxmemory_policy"),
+            "used_percent_of_max": round(100.0 * used / limit, 1) if limit else None,
+            "evicted_keys": info.get("evicted_keys", 0), "expired_keys": info.get("expired_keys", 0),
+            "connected_clients": info.get("connected_clients", 0), "rejected_connections": info.get("rejected_connections", 0),
+            "blocked_clients": info.get("blocked_clients", 0),
+            "keyspace_hits": info.get("keyspace_hits", 0), "keyspace_misses": info.get("keyspace_misses", 0),
+            "keys": client.call("DBSIZE")}
+
+
+def section_redis(args):
+    url = os.environ.get("VICTOR_RUNBOOK_REDIS_URL", "")
+    parts = urllib.parse.urlsplit(url)
+    result = {"target": "%s:%s" % (parts.hostname, parts.port or 6379) if url else None, "ok": False, "error": None,
+              "pattern": args.redis_pattern, "matching_keys": None}
+    if not url:
+        result["error"] = "no Redis URL configured"
+        return result
+    try:
+        client = Redis(url, args.timeout)
+        result["ping"] = client.call("PING")
+        result.update(_redis_info(client))
+        if args.redis_pattern:
+            result["matching_keys"] = sum(len(keys) for keys in client.scan(args.redis_pattern, args.redis_batch))
+        if args.redis_clear and args.redis_pattern:
+            removed = 0
+            for keys in client.scan(args.redis_pattern, args.redis_batch):
+                if keys:
+                    try:
+                        removed += client.call("UNLINK", *keys)
+                    except RedisError:  # before Redis 4: no UNLINK
+                        removed += client.call("DEL", *keys)
+            result["removed_keys"] = removed
+            result["changed"] = removed > 0
+        result["ok"] = True
+    except (OSError, RedisError, ValueError) as exc:
+        result["error"] = str(exc)
+    return result
+
+
 def collect(args):
     report = {"collected_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), "hostname": socket.gethostname(),
               "sections": args.sections}
     service = section_service(args)
     unit_pids = set(service.get("pids", []))
-    if "service" in args.sections:
-        report["service"] = service
-    if "health" in args.sections:
-        report["health"] = section_health(args)
-    if "port" in args.sections:
-        report["port"] = section_port(args, unit_pids)
-    if "errors" in args.sections:
-        report["errors"] = section_errors(args)
-    if "memory" in args.sections:
-        report["memory"] = section_memory(args, unit_pids)
-    if "database" in args.sections:
-        report["database"] = section_database(args, unit_pids)
+    sections = {"service": lambda: service, "health": lambda: section_health(args),
+                "port": lambda: section_port(args, unit_pids), "errors": lambda: section_errors(args),
+                "memory": lambda: section_memory(args, unit_pids), "database": lambda: section_database(args, unit_pids),
+                "logs": lambda: section_logs(args), "cpu": lambda: section_cpu(args, service),
+                "redis": lambda: section_redis(args)}
+    for name, section in sections.items():
+        if name in args.sections:
+            report[name] = section()
+    if "redis" in report:
+        report["changed"] = report["redis"].get("changed", False)
     if args.terminate_foreign_holders:
         report["cleared"] = terminate_foreign_holders(args.db, unit_pids, args.grace)
         report["changed"] = report["cleared"]["changed"]
@@ -429,9 +678,17 @@ def parse_args(argv):
     parser.add_argument("--sections", default="service,health")
     parser.add_argument("--terminate-foreign-holders", action="store_true")
     parser.add_argument("--grace", type=float, default=5.0)
+    parser.add_argument("--window-minutes", type=float, default=15.0)
+    parser.add_argument("--since", default="")
+    parser.add_argument("--slow-seconds", type=float, default=30.0)
+    parser.add_argument("--cpu-samples", type=int, default=10)
+    parser.add_argument("--cpu-interval", type=float, default=1.0)
+    parser.add_argument("--redis-pattern", default="")
+    parser.add_argument("--redis-batch", type=int, default=500)
+    parser.add_argument("--redis-clear", action="store_true")
     args = parser.parse_args(argv)
     args.sections = [s for s in args.sections.split(",") if s]
-    unknown = set(args.sections) - {"service", "health", "port", "errors", "memory", "database"}
+    unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         parser.error("unknown sections: %s" % ", ".join(sorted(unknown)))
     if not args.db:
