@@ -18,15 +18,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import urllib.request
 from collections import namedtuple
 from pathlib import Path
 
 import pytest
+from test_deploy_docker import _docker, _free_port, _health  # pylint: disable=import-error
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -51,22 +50,11 @@ CMD ["victor", "serve", "--host", "0.0.0.0", "--port", "8765"]
 Run = namedtuple('Run', 'rc out changed')
 
 
-def _docker(*args, check=True):
-    return subprocess.run(['docker'] + list(args), capture_output=True, text=True, check=check, timeout=300)
-
-
 def _cleanup():
+    """Remove this test's container, images and volume, by name only."""
     _docker('rm', '-f', CONTAINER, check=False)
-    tags = _docker('image', 'ls', '--format', '{{.Repository}}:{{.Tag}}', IMAGE, check=False).stdout.split()
-    if tags:
-        _docker('image', 'rm', '-f', *tags, check=False)
+    _docker('image', 'rm', '-f', IMAGE + ':0.9.4', IMAGE + ':0.9.5', check=False)
     _docker('volume', 'rm', '-f', VOLUME, check=False)
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def _play(env, playbook, *extra):
@@ -145,17 +133,8 @@ def env_fixture(tmp_path_factory):
         _cleanup()
 
 
-def _health(env):
-    try:
-        with urllib.request.urlopen('http://127.0.0.1:%d/health' % env['port'], timeout=5) as resp:
-            return json.loads(resp.read().decode())
-    except OSError as exc:
-        return {'error': str(exc)}
-
-
 def _container():
-    proc = _docker('inspect', CONTAINER, check=False)
-    return json.loads(proc.stdout)[0] if proc.returncode == 0 else None
+    return json.loads(_docker('inspect', CONTAINER).stdout)[0]
 
 
 def _db(env):
@@ -291,7 +270,7 @@ def test_log_rotation(env):
     rotated = subprocess.run(['logrotate', '-f', '-s', str(state), str(env['work'] / 'logrotate' / 'victor-ai')],
                              capture_output=True, text=True, check=False)
     assert rotated.returncode == 0, rotated.stderr
-    copies = [p for p in log.parent.glob('victor.log-*')]
+    copies = list(log.parent.glob('victor.log-*'))
     assert copies and log.stat().st_size < 1000, (copies, log.stat().st_size)
     assert all(p.stat().st_uid == 10001 for p in copies + [log])
     state_now = _container()['State']
