@@ -20,8 +20,10 @@ def _trusted(value):
 
 
 def _render(**overrides):
-    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text(encoding="utf-8"))
-    variables = {key: _trusted(value) for key, value in defaults.items()}
+    variables = {}
+    for part in ("defaults", "vars"):  # vars: the method switch (__victor_logrotate_*) the template uses
+        loaded = yaml.safe_load((ROLE / part / "main.yml").read_text(encoding="utf-8"))
+        variables.update((key, _trusted(value)) for key, value in loaded.items())
     variables.update(overrides)
     variables["ansible_managed"] = "managed"
     templar = Templar(loader=DataLoader(), variables=variables)

@@ -452,7 +452,7 @@ def test_backup_schedules_cannot_add_lines(changes, variable):
 
 def _env_file(schedule):
     """The content of the per-schedule environment file, from the role's own copy task."""
-    task = next(t for t in _yaml(f"{BACKUP}/tasks/main.yml") if t["name"] == "Write the arguments of each schedule")
+    task = next(t for t in _tasks(_yaml(f"{BACKUP}/tasks/main.yml")) if t["name"] == "Write the arguments of each schedule")
     templar = Templar(loader=DataLoader(), variables={"item": schedule})
     return templar.template(trust_as_template(task["ansible.builtin.copy"]["content"]))
 
