@@ -256,6 +256,20 @@ def test_weekly_maintenance(env):
     assert _health(env)['status'] == 'healthy'
 
 
+def test_monthly_maintenance(env):
+    """The monthly run: a backup of the volume taken while Victor runs, the outdated packages of the
+    container's venv (no index reachable from it: --no-index), capacity, cleanup, health."""
+    run = _play(env, 'monthly_maintenance.yml', '-e', json.dumps({'victor_maintenance_pip_args': ['--no-index']}))
+    assert run.rc == 0, run.out[-4000:]
+    report = _report(env['work'] / 'maintenance' / 'localhost', 'monthly-*.json')
+    assert report['counts']['failed'] == 0, report
+    steps = {s['name']: s for s in report['steps']}
+    backup = Path(steps['backup']['data']['path'])
+    assert backup.is_file() and backup.stat().st_size > 0 and (env['work'] / 'backups') in backup.parents, steps['backup']
+    assert _mark(env) == ['before-backup']
+    assert _health(env)['status'] == 'healthy'
+
+
 def test_log_rotation(env):
     log = env['volume_path'] / '.victor' / 'logs' / 'victor.log'
     log.parent.mkdir(exist_ok=True)
