@@ -259,6 +259,7 @@ def test_weekly_maintenance(env):
 def test_monthly_maintenance(env):
     """The monthly run: a backup of the volume taken while Victor runs, the outdated packages of the
     container's venv (no index reachable from it: --no-index), capacity, cleanup, health."""
+    _mark(env, 'before-monthly')
     run = _play(env, 'monthly_maintenance.yml', '-e', json.dumps({'victor_maintenance_pip_args': ['--no-index']}))
     assert run.rc == 0, run.out[-4000:]
     report = _report(env['work'] / 'maintenance' / 'localhost', 'monthly-*.json')
@@ -266,7 +267,7 @@ def test_monthly_maintenance(env):
     steps = {s['name']: s for s in report['steps']}
     backup = Path(steps['backup']['data']['path'])
     assert backup.is_file() and backup.stat().st_size > 0 and (env['work'] / 'backups') in backup.parents, steps['backup']
-    assert _mark(env) == ['before-backup']
+    assert _mark(env) == ['before-monthly']
     assert _health(env)['status'] == 'healthy'
 
 
