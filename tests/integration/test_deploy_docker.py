@@ -61,12 +61,17 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope='module', name='env')
-def env_fixture(tmp_path_factory):
+def _require_docker(image):
+    """Skip (a failure in CI) without a docker engine or without the local image."""
     if shutil.which('docker') is None or _docker('info', check=False).returncode != 0:
         pytest.skip('no docker engine')
-    if _docker('image', 'inspect', BASE_IMAGE, check=False).returncode != 0:
-        pytest.skip('image %s missing (make images)' % BASE_IMAGE)
+    if _docker('image', 'inspect', image, check=False).returncode != 0:
+        pytest.skip('image %s missing (make images)' % image)
+
+
+@pytest.fixture(scope='module', name='env')
+def env_fixture(tmp_path_factory):
+    _require_docker(BASE_IMAGE)
     if not (WHEELHOUSE / '.complete-0.9.4').exists() or not (WHEELHOUSE / '.complete-0.9.5').exists():
         pytest.skip('wheelhouse with victor-ai 0.9.4 and 0.9.5 missing (make wheelhouse)')
     _cleanup()

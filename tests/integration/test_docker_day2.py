@@ -25,7 +25,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-from test_deploy_docker import _docker, _free_port, _health  # pylint: disable=import-error
+from test_deploy_docker import _docker, _free_port, _health, _require_docker  # pylint: disable=import-error
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -69,10 +69,7 @@ def _play(env, playbook, *extra):
 
 @pytest.fixture(scope='module', name='env')
 def env_fixture(tmp_path_factory):
-    if shutil.which('docker') is None or _docker('info', check=False).returncode != 0:
-        pytest.skip('no docker engine')
-    if _docker('image', 'inspect', BASE, check=False).returncode != 0:
-        pytest.skip('image %s missing (make images)' % BASE)
+    _require_docker(BASE)
     for tool in ('logrotate', 'zstd'):
         if shutil.which(tool) is None:
             pytest.skip('%s missing (tests/host-packages.txt)' % tool)
