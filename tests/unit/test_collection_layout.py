@@ -110,3 +110,28 @@ def test_backup_cli_copies_carry_every_module_it_imports(role, variable):
     copied = set(yaml.safe_load((ROOT / 'roles' / role / 'vars' / 'main.yml').read_text(encoding='utf-8'))[variable])
     missing = _module_utils_closure('backup_cli.py') - copied
     assert not missing, '%s lacks %s' % (variable, sorted(missing))
+
+
+_PRIVATE_REF = re.compile(r"\b(__victor_\w+)")
+_PRIVATE_DEFS = (
+    re.compile(r"^\s*(?:-\s+)?(__victor_\w+)\s*:", re.M),  # a key of vars:, set_fact:, vars/main.yml
+    re.compile(r"^\s*(?:register|loop_var|index_var)\s*:\s*(__victor_\w+)\s*$", re.M),
+    re.compile(r"\{%-?\s*(?:set|for)\s+(__victor_\w+)"),  # Jinja set / for
+)
+
+
+def test_every_private_variable_used_is_defined_somewhere():
+    """A __victor_* name read by a task or template and set nowhere fails only at run time
+    (a merge once dropped __victor_health_backup from vars/main.yml)."""
+    used, defined = {}, set()
+    for path in sorted(ROOT.rglob("*")):
+        parts = path.relative_to(ROOT).parts
+        if path.suffix not in (".yml", ".yaml", ".j2") or not path.is_file() or parts[0] in (".cache", ".venv", ".git", "tests"):
+            continue
+        text = "\n".join(line for line in path.read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("#"))
+        for pattern in _PRIVATE_DEFS:
+            defined.update(pattern.findall(text))
+        for name in _PRIVATE_REF.findall(text):
+            used.setdefault(name, str(path.relative_to(ROOT)))
+    assert len(used) > 100, "the scan found the collection's private variables"
+    assert {name: where for name, where in used.items() if name not in defined} == {}
