@@ -274,6 +274,24 @@ def test_logs_count_errors_requests_rate_limits_and_slow_requests_around_the_dep
     assert after["samples"][-1] == "Agentic loop error: [c4c2896e] transport error"
 
 
+def test_logs_count_a_chat_without_user_prompt_by_its_turn_in_victor_log(tmp_path):
+    """Seen in molecule victor_runbooks: four chats on a provider answering 429, one user_prompt
+    in usage.jsonl (the three that failed fast on "circuit open" wrote none), four turns in victor.log."""
+    logs = tmp_path / ".victor" / "logs"
+    logs.mkdir(parents=True)
+    now = time.time()
+    lines = []
+    for offset, reason in ((100, "rate limited (429)"), (60, "rate limited (429)"), (59, "circuit open (upstream failing)"),
+                           (58, "circuit open (upstream failing)")):
+        lines += [_log_line(now - offset, "INFO", "[Topology] action=single_agent topology=single_agent provider=None"),
+                  _log_line(now - offset + 0.5, "ERROR", "Agentic loop error: [974c2ffb] " + reason)]
+    lines.append(_log_line(now - 50, "INFO", "[Iteration 1/10] PLAN"))
+    (logs / "victor.log").write_text("\n".join(lines) + "\n")
+    (logs / "usage.jsonl").write_text(_usage(now - 100, "s1", "user_prompt") + "\n")
+    after = diag.section_logs(_args(state_dir=str(tmp_path), window_minutes=60.0, since="", slow_seconds=30.0))["after"]
+    assert after["errors"] == 4 and after["requests"] == 4 and after["error_rate_percent"] == 100.0, after
+
+
 def test_logs_without_files_report_zero(tmp_path):
     report = diag.section_logs(_args(state_dir=str(tmp_path), window_minutes=5.0, since="not a time", slow_seconds=1.0))
     assert report["after"]["errors"] == 0 and report["after"]["requests"] == 0 and report["after"]["rate_limited"] == 0

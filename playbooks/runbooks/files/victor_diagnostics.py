@@ -13,7 +13,8 @@ Prints one JSON document. Sections, chosen with --sections:
   database  the SQLite state database: size, WAL, processes holding it open (in the
             unit or not), and a write probe (BEGIN IMMEDIATE) run as the file's owner
   logs      what Victor wrote in a time window: ERROR/CRITICAL entries of victor.log,
-            chat requests (user_prompt events of usage.jsonl), rate-limit entries (429)
+            chat requests (user_prompt events of usage.jsonl or turns started in
+            victor.log, whichever is more), rate-limit entries (429)
             per provider, slow requests (prompt to response); also for the same span
             before --since (the last deploy) so a rise after it shows
   cpu       CPU of the unit's processes, sampled --cpu-samples times every
@@ -401,6 +402,7 @@ def terminate_foreign_holders(path, unit_pids, grace):
 # lines not starting with a timestamp (tracebacks, "Recovery hint: ...") continue the entry.
 LOG_ENTRY_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ - (?:victor-\S+ - )?(\S+) - ([A-Z]+) - (.*)$")
 RATE_LIMIT_RE = re.compile(r"rate.limit|\b429\b|too many requests", re.IGNORECASE)
+AGENTIC_LOOP_LOGGER = "victor.framework.agentic_loop"
 PROVIDER_RE = re.compile(r"""provider["']?\s*[=:]\s*["']?([A-Za-z0-9_.-]+)""")
 
 
@@ -451,6 +453,10 @@ def usage_events(path, not_before, max_bytes=8 * 1024 * 1024):
 def _span(entries, events, start, end, slow_seconds):
     errors = [e for e in entries if start <= e[0] < end and e[1] in ("ERROR", "CRITICAL")]
     prompts = [e for e in events if start <= e[0] < end and e[2] == "user_prompt"]
+    # Victor 0.9.5 writes a user_prompt only for some turns (not for a chat that fails
+    # fast, e.g. "circuit open"); every turn logs one "[Topology]" line when its loop starts.
+    turns = [e for e in entries if start <= e[0] < end and e[2] == AGENTIC_LOOP_LOGGER and e[3].startswith("[Topology]")]
+    requests = max(len(prompts), len(turns))
     limited = [e for e in entries if start <= e[0] < end and e[1] in ("WARNING", "ERROR", "CRITICAL")
                and RATE_LIMIT_RE.search(e[3])]
     providers = {}
@@ -470,9 +476,9 @@ def _span(entries, events, start, end, slow_seconds):
     minutes = max((end - start) / 60.0, 1 / 60.0)
     return {"start": datetime.datetime.fromtimestamp(start, datetime.timezone.utc).isoformat(),
             "end": datetime.datetime.fromtimestamp(end, datetime.timezone.utc).isoformat(),
-            "errors": len(errors), "requests": len(prompts),
+            "errors": len(errors), "requests": requests,
             "errors_per_minute": round(len(errors) / minutes, 3),
-            "error_rate_percent": round(100.0 * min(len(errors), len(prompts)) / len(prompts), 1) if prompts else None,
+            "error_rate_percent": round(100.0 * min(len(errors), requests) / requests, 1) if requests else None,
             "rate_limited": len(limited), "rate_limited_providers": providers,
             "slow_requests": len(slow), "slow_request_seconds": slow[-10:],
             "samples": [e[3].splitlines()[0][:300] for e in errors[-5:]],
