@@ -161,6 +161,8 @@ def test_survey_variables_are_validated_options_of_the_playbook(template):
             assert kind == "password", "%s is no_log in the spec; ask it as a password" % var
         if kind in ("multiplechoice", "multiselect") and "choices" in spec:
             assert set(str(c) for c in question["choices"]) <= set(str(c) for c in spec["choices"]), var
+        # AWX refuses a survey whose min or max is not an integer, even for a float question.
+        assert all(isinstance(question.get(key, 0), int) for key in ("min", "max")), var
         # AWX checks min/max of an answer at launch only, not the default when the survey is saved.
         if kind in ("text", "textarea", "password") and question.get("default"):
             assert question.get("min", 0) <= len(question["default"]) <= question.get("max", 1024), var
