@@ -36,7 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from urllib.error import HTTPError, URLError
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 from urllib.request import HTTPHandler, HTTPRedirectHandler, HTTPSHandler, ProxyHandler, Request, build_opener
 
 from ansible_collections.victor.ops.plugins.module_utils.postgres_common import (
@@ -45,6 +45,7 @@ from ansible_collections.victor.ops.plugins.module_utils.postgres_common import 
     postgres_common_argument_spec,
 )
 from ansible_collections.victor.ops.plugins.module_utils.redact import redact, url_has_credentials
+from ansible_collections.victor.ops.plugins.module_utils import sqlite_ro
 
 OK, WARN, CRIT, UNKNOWN = 'ok', 'warn', 'crit', 'unknown'
 HEALTHY, DEGRADED, UNHEALTHY = 'healthy', 'degraded', 'unhealthy'
@@ -851,31 +852,8 @@ def check_backup(path, pattern, complete_marker, warn_age_hours, crit_age_hours,
 
 # --------------------------------------------------------------------------- databases
 
-def sqlite_readonly_uri(path):
-    """(URI, note) opening a database without creating or changing any file.
-
-    ``mode=ro`` alone creates ``-shm`` (and ``-wal``) beside a WAL database that has none, and
-    leaves them behind. Those files exist while a connection has the database open; when they
-    do not, nothing else has it open, and ``immutable=1`` reads the main file without any lock
-    or side file. A ``-wal`` left without ``-shm`` (a crashed writer) is not read: reading it
-    means rebuilding ``-shm``; the note says so.
-    """
-    absolute = os.path.abspath(path)
-    uri = 'file:%s?mode=ro' % quote(absolute)
-    with open(absolute, 'rb') as stream:
-        header = stream.read(20)
-    wal_mode = header[:16] == b'SQLite format 3\x00' and header[18:20] == b'\x02\x02'
-    wal, shm = absolute + '-wal', absolute + '-shm'
-    if not wal_mode or (os.path.exists(wal) and os.path.exists(shm)):
-        return uri, ''
-    note = ''
-    if os.path.exists(wal) and os.path.getsize(wal) > 0:
-        note = ' (main file only: %s has no -shm beside it, reading it would create one)' % os.path.basename(wal)
-    return uri + '&immutable=1', note
-
-
 def check_sqlite(path, missing_ok=False, timeout=5.0):
-    """PRAGMA quick_check on a database opened read-only (never creates or changes a file)."""
+    """PRAGMA quick_check on a database opened through sqlite_ro (never creates or changes a file)."""
     name = 'sqlite:%s' % path
     if not os.path.exists(path):
         if missing_ok:
@@ -886,8 +864,9 @@ def check_sqlite(path, missing_ok=False, timeout=5.0):
     connection = None
     note = ''
     try:
-        uri, note = sqlite_readonly_uri(path)
-        connection = sqlite3.connect(uri, uri=True, timeout=timeout)
+        connection, how = sqlite_ro.connect_readonly(path, timeout)
+        if how['wal_ignored']:
+            note = ' (main file only: %s-wal has no -shm beside it, reading it would create one)' % os.path.basename(path)
         rows = [row[0] for row in connection.execute('PRAGMA quick_check').fetchall()]
     except (sqlite3.Error, OSError) as exc:
         return result(name, CRIT, None, 'ok', 'cannot check %s: %s' % (path, exc))
