@@ -305,6 +305,8 @@ def main():
           % (sqlite3.sqlite_version, zstd_version(),
              os.cpu_count(), load()), flush=True)
     results = {}
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
     for profile in profiles:
         base = tempfile.mkdtemp(prefix="victor-backup-bench-", dir=args.dir)
         try:
