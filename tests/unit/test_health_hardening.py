@@ -10,6 +10,8 @@ import json
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
@@ -308,6 +310,29 @@ def test_sqlite_check_reads_a_live_wal_database_without_changing_it(tmp_path):
         assert _listing(tmp_path) == before  # no checkpoint, nothing created
     finally:
         writer.close()
+
+
+def test_sqlite_check_writes_no_read_mark_into_a_live_writers_shm(tmp_path):
+    """A writer in another process (in one process SQLite shares its -shm mapping): a plain
+    mode=ro reader changes -shm (a read mark), the check's readonly_shm reader does not."""
+    database = tmp_path / 'victor.db'
+    writer = subprocess.Popen([sys.executable, '-c', (
+        'import sqlite3, sys, time\n'
+        'c = sqlite3.connect(sys.argv[1]); c.execute("PRAGMA journal_mode=WAL"); c.execute("CREATE TABLE t (x)")\n'
+        'c.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(500)]); c.commit()\n'
+        'print("ready", flush=True); time.sleep(60)\n'), str(database)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == 'ready'
+        shm = (tmp_path / 'victor.db-shm').read_bytes()
+        assert health.check_sqlite(str(database))['status'] == 'ok'
+        assert (tmp_path / 'victor.db-shm').read_bytes() == shm
+        plain = sqlite3.connect('file:%s?mode=ro' % database, uri=True)
+        plain.execute('PRAGMA quick_check').fetchall()
+        plain.close()
+        assert (tmp_path / 'victor.db-shm').read_bytes() != shm, 'the test can see a read mark'
+    finally:
+        writer.kill()
+        writer.wait()
 
 
 def test_sqlite_check_leaves_a_crashed_writers_wal_alone(tmp_path):
