@@ -305,7 +305,8 @@ def main():
     parser.add_argument("--profile", choices=PROFILES + ("both",), default="both",
                         help="compressible (words, as before), incompressible (random hex in rows and logs), or both side by side")
     parser.add_argument("--dir", default=None, help="scratch directory (default: a temp dir, removed)")
-    parser.add_argument("--repeat", type=int, default=3, help="full backups (ours and raw alternating; best and median), verify and restore (ours and the anchors alternating; best)")
+    parser.add_argument("--repeat", type=int, default=3, help="full backups (ours and raw alternating; best and median), "
+                        "verify and restore (ours and the anchors alternating; best)")
     args = parser.parse_args()
     profiles = PROFILES if args.profile == "both" else (args.profile,)
     print("SQLite %s, zstd %s, %d cores; load average at the start %s"
