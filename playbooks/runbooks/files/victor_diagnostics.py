@@ -451,14 +451,15 @@ def usage_events(path, not_before, max_bytes=8 * 1024 * 1024):
 
 
 def _span(entries, events, start, end, slow_seconds):
-    errors = [e for e in entries if start <= e[0] < end and e[1] in ("ERROR", "CRITICAL")]
-    prompts = [e for e in events if start <= e[0] < end and e[2] == "user_prompt"]
+    entries = [e for e in entries if start <= e[0] < end]
+    events = sorted(e for e in events if start <= e[0] < end)
+    errors = [e for e in entries if e[1] in ("ERROR", "CRITICAL")]
+    prompts = [e for e in events if e[2] == "user_prompt"]
     # Victor 0.9.5 writes a user_prompt only for some turns (not for a chat that fails
     # fast, e.g. "circuit open"); every turn logs one "[Topology]" line when its loop starts.
-    turns = [e for e in entries if start <= e[0] < end and e[2] == AGENTIC_LOOP_LOGGER and e[3].startswith("[Topology]")]
+    turns = [e for e in entries if e[2] == AGENTIC_LOOP_LOGGER and e[3].startswith("[Topology]")]
     requests = max(len(prompts), len(turns))
-    limited = [e for e in entries if start <= e[0] < end and e[1] in ("WARNING", "ERROR", "CRITICAL")
-               and RATE_LIMIT_RE.search(e[3])]
+    limited = [e for e in entries if e[1] in ("WARNING", "ERROR", "CRITICAL") and RATE_LIMIT_RE.search(e[3])]
     providers = {}
     for entry in limited:
         match = PROVIDER_RE.search(entry[3])
@@ -466,7 +467,7 @@ def _span(entries, events, start, end, slow_seconds):
         providers[name] = providers.get(name, 0) + 1
     # A request is slow when its response came more than slow_seconds after the prompt.
     slow, pending = [], {}
-    for when, session, kind in sorted(e for e in events if start <= e[0] < end):
+    for when, session, kind in events:
         if kind == "user_prompt":
             pending[session] = when
         elif kind == "assistant_response" and session in pending:
