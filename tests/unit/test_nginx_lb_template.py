@@ -53,7 +53,8 @@ def _backend_state_regex(host, drained):
     tasks = yaml.safe_load((ROLE / "tasks" / "backend_state.yml").read_text(encoding="utf-8"))
     block = next(t for t in tasks if t.get("block") and "Change the backend" in t["name"])["block"]
     task = next(t for t in block if "ansible.builtin.replace" in t)["ansible.builtin.replace"]
-    variables = {"victor_nginx_lb_drain_host": host, "__victor_nginx_lb_state": "drained" if drained else "active"}
+    variables = {"victor_nginx_lb_drain_host": host, "__victor_nginx_lb_state": "drained" if drained else "active",
+                 "__victor_nginx_lb_down": drained}
     templar = Templar(loader=DataLoader(), variables=variables)
     regexp = templar.template(trust_as_template(task["regexp"]))
     replace = templar.template(trust_as_template(task["replace"]))
@@ -155,3 +156,20 @@ def test_drain_of_a_prefix_name_does_not_touch_longer_names():
     assert hosts
     regex, replace = _backend_state_regex("api-1", drained=True)
     assert regex.sub(replace, conf) == conf.replace("weight=1; # victor-backend: api-1\n", "weight=1 down; # victor-backend: api-1\n")
+
+
+@pytest.mark.parametrize("active", ["blue", "green"])
+def test_blue_green_sends_traffic_only_to_the_active_slot(active):
+    slots = {"api-1": {"victor_nginx_lb_slot": "blue"}, "api-2": {"victor_nginx_lb_slot": "green"},
+             "api-3": {"victor_nginx_lb_slot": "green"}}
+    conf = _render(hostvars=slots, drained=["api-3"], __victor_nginx_lb_slot=active)
+    down = {line.rsplit(" ", 1)[-1] for line in _upstream(conf).splitlines() if " down; # victor-backend: " in line}
+    up = {line.rsplit(" ", 1)[-1] for line in _upstream(conf).splitlines() if "; # victor-backend: " in line} - down
+    assert up == ({"api-1"} if active == "blue" else {"api-2"})  # api-3 is green but drained
+    assert down == set(BACKENDS) - up
+    assert "(active slot: %s)" % active in conf
+
+
+def test_without_blue_green_the_slots_change_nothing():
+    slots = {"api-1": {"victor_nginx_lb_slot": "blue"}, "api-2": {"victor_nginx_lb_slot": "green"}}
+    assert " down;" not in _upstream(_render(hostvars=slots))
