@@ -21,7 +21,7 @@ description:
     log's earlier content, written by the previous release, is not counted; a rotated log is followed).
   - The watch ends early at the first breach - O(max_health_failures) failed polls in a row, or
     O(max_errors) error lines - and returns RV(breached=true) with the reason. The module never fails on
-    a breach: the caller decides (victor.ops.victor_deploy rolls back, or switches the load balancer back).
+    a breach, the caller decides (playbook deploy.yml rolls back, or switches the load balancers back).
   - The module only reads. It never reports C(changed) and runs the same in check mode.
 author:
   - victor.ops maintainers (@victor-ops)

@@ -112,8 +112,7 @@ def test_only_errors_written_during_the_watch_count(release, tmp_path):
     def errors(count):
         def write():
             with open(str(log), 'a') as stream:
-                for _ in range(count):
-                    stream.write('2026-12-03 04:00:00,000 - victor.api - ERROR - chat failed\n')
+                stream.write('2026-12-03 04:00:00,000 - victor.api - ERROR - chat failed\n' * count)
                 stream.write('2026-12-03 04:00:00,000 - victor.api - INFO - chat ok\n')
         return write
     clock = _Clock({5: errors(2), 15: errors(2)})

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Test fault: a release that turns bad after its health gate.
 
 Once /health on this backend reports VERSION, wait DELAY seconds, then freeze the unit
