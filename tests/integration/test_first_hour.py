@@ -124,8 +124,11 @@ def test_first_hour(clone):
         assert command in demo.stdout, command
 
     # One definition of "disk used" in the report: the capacity figure is the health figure (df's Use%).
+    # The two steps read the file system seconds apart while other jobs write to it (28.4 vs 28.3 % seen
+    # in CI), so they may differ by a few tenths; counting the root-reserved blocks (used/size) would
+    # differ by about 1.4 points at this fill, which this still catches.
     health_disk = [c for c in steps['health']['data']['checks'] if c['name'].startswith('disk:')]
-    assert health_disk and health_disk[0]['value'] == steps['capacity']['data']['filesystem']['used_pct']
+    assert health_disk and abs(health_disk[0]['value'] - steps['capacity']['data']['filesystem']['used_pct']) <= 0.5
     df_out = subprocess.run(['df', '--output=pcent', str(root)], capture_output=True, text=True, check=True).stdout
     assert abs(int(df_out.split()[-1].rstrip('%')) - health_disk[0]['value']) <= 1
 
