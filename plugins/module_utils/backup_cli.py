@@ -8,7 +8,8 @@ The role victor.ops.victor_backup copies the backup*.py module_utils to the node
     python3 -m ansible_collections.victor.ops.plugins.module_utils.backup_cli \\
         --config /etc/victor/backup.json create --type incremental --scope full
 
-The JSON config (mode 0600, may hold S3 credentials) uses the module's option names.
+The JSON config (mode 0600, may hold S3 credentials) uses the module's option names and
+defaults (backup.argument_spec); each command runs the module's state through backup.run.
 Exit status 0 on success; on failure a one-line reason on stderr and status 1, so the
 systemd unit fails visibly (OnFailure=, journal) and no partial backup is registered.
 """
@@ -19,43 +20,30 @@ __metaclass__ = type
 
 import argparse
 import json
-import os
+import shutil
 import sys
 
 from ansible_collections.victor.ops.plugins.module_utils import backup as bk
-from ansible_collections.victor.ops.plugins.module_utils import backup_retention
+from ansible_collections.victor.ops.plugins.module_utils import backup_s3
 
 
-def make_store(cfg):
-    from ansible_collections.victor.ops.plugins.module_utils import backup_s3
-    return backup_s3.make_store(cfg, work_dir(cfg))
+def find_tool(name):
+    path = shutil.which(name)
+    if not path:
+        raise bk.BackupError("%s is not installed (not found in PATH)" % name)
+    return path
 
 
-def work_dir(cfg):
-    if cfg.get("work_dir"):
-        return cfg["work_dir"]
-    if cfg.get("storage", "local") == "local":
-        return cfg.get("repository", "/var/backups/victor")
-    return "/var/tmp/victor-backup"
-
-
-def tools(cfg):
-    return bk.Tools(compression_level=cfg.get("compression_level", 3), threads=cfg.get("compression_threads", 0),
-                    age_recipients=cfg.get("age_recipients") or [], age_recipients_file=cfg.get("age_recipients_file"),
-                    age_identity_file=cfg.get("age_identity_file"))
-
-
-def victor_version(cfg):
-    return cfg.get("victor_version") or bk.detect_victor_version([cfg.get("victor_venv", "/opt/victor/current")])
-
-
-def postgres(cfg):
-    """PostgreSQL databases to dump: the connection options under "postgres" in the (0600) config file."""
-    given = cfg.get("postgres") or {}
-    if not given.get("login_db"):
-        return []
-    from ansible_collections.victor.ops.plugins.module_utils import backup_postgres
-    return [backup_postgres.PostgresSource(given)]  # the argument spec's defaults for what the role did not set
+def load_config(path):
+    """The module's options from the JSON config; the PostgreSQL connection options sit under "postgres"."""
+    with open(path, "rb") as handle:
+        cfg = json.loads(handle.read().decode("utf-8"))
+    if not isinstance(cfg, dict):
+        raise ValueError("%s does not hold a JSON object" % path)
+    cfg.update(cfg.pop("postgres", None) or {})
+    params = bk.with_defaults(cfg)
+    bk.validate(dict(params, state="create"))
+    return params
 
 
 def main(argv=None):
@@ -69,52 +57,43 @@ def main(argv=None):
     sub.add_parser("list")
     verify = sub.add_parser("verify")
     verify.add_argument("backup_id", nargs="?", default="latest")
+    restore = sub.add_parser("restore", help="restore into the source directory (the service must be stopped)")
+    restore.add_argument("backup_id")
     sub.add_parser("prune")
     args = parser.parse_args(argv)
     try:
-        with open(args.config, "rb") as handle:
-            cfg = json.loads(handle.read().decode("utf-8"))
-        store = make_store(cfg)
+        params = load_config(args.config)
         if args.command == "create":
-            manifest = bk.create_backup(
-                store, cfg.get("source", "/var/lib/victor/.victor"), work_dir(cfg), tools(cfg), backup_type=args.type,
-                scope=args.scope, include=cfg.get("include"), exclude=cfg.get("exclude"),
-                include_cache=cfg.get("include_cache", False), victor_version=victor_version(cfg),
-                lock_timeout=cfg.get("lock_timeout", 600), postgres=postgres(cfg))
-            sys.stdout.write(json.dumps(bk.summary(manifest)) + "\n")
+            result = bk.run(dict(params, state="create", type=args.type, scope=args.scope), find_tool)
+            sys.stdout.write(json.dumps(result["backup"]) + "\n")
             if args.prune:
-                prune(store, cfg)
+                prune(params)
         elif args.command == "list":
-            manifests, problems = bk.load_manifests(store, cfg.get("missing_ok", False))
+            manifests, problems = bk.load_manifests(backup_s3.make_store(params, bk.work_dir(params)), params["missing_ok"])
             for problem in problems:
                 sys.stderr.write("victor-backup list: %s\n" % problem)
             for manifest in bk.sort_manifests(manifests):
                 sys.stdout.write(json.dumps(bk.summary(manifest)) + "\n")
         elif args.command == "verify":
-            manifests, _problems = bk.load_manifests(store, cfg.get("missing_ok", False))
-            chosen = bk.select_backup(manifests, args.backup_id)
-            with bk.Lock(os.path.join(work_dir(cfg), ".victor-backup.lock"), cfg.get("lock_timeout", 600)):
-                result = bk.verify_backup(store, manifests, chosen, tools(cfg), work_dir(cfg))
-            sys.stdout.write(json.dumps(result) + "\n")
-            if not result["ok"]:
+            result = bk.run(dict(params, state="verify", backup_id=args.backup_id), find_tool)
+            sys.stdout.write(json.dumps(result["verification"]) + "\n")
+            if result.get("failed"):
                 return 1
+        elif args.command == "restore":
+            result = bk.run(dict(params, state="restore", backup_id=args.backup_id), find_tool)
+            sys.stdout.write(json.dumps({"restored": result["backup"]["id"], "chain": result["chain"],
+                                         "safety_copy": result["safety_copy"]}) + "\n")
         else:
-            prune(store, cfg)
+            prune(params)
     except (bk.BackupError, OSError, ValueError, KeyError) as exc:
         sys.stderr.write("victor-backup %s failed: %s\n" % (args.command, exc))
         return 1
     return 0
 
 
-def prune(store, cfg):
-    manifests, _problems = bk.load_manifests(store, cfg.get("missing_ok", False))
-    keep = dict((rule, cfg.get("keep_" + rule, 0)) for rule in backup_retention.RULES)
-    plan = backup_retention.plan(manifests, keep)
-    by_id = dict((m["id"], m) for m in manifests)
-    with bk.Lock(os.path.join(work_dir(cfg), ".victor-backup.lock"), cfg.get("lock_timeout", 600)):
-        for ident in plan["forget"]:
-            store.delete(by_id[ident])
-    sys.stdout.write(json.dumps({"forgot": plan["forget"], "kept": plan["keep"]}) + "\n")
+def prune(params):
+    result = bk.run(dict(params, state="prune"), find_tool)
+    sys.stdout.write(json.dumps({"forgot": result["forget"], "kept": result["keep"]}) + "\n")
 
 
 if __name__ == "__main__":

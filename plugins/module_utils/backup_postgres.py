@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 
 from ansible_collections.victor.ops.plugins.module_utils import postgres_common
-from ansible_collections.victor.ops.plugins.module_utils.backup import BackupError
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError
 from ansible_collections.victor.ops.plugins.module_utils.redact import redact
 
 # Never inherited from the caller: the options alone say where to connect.

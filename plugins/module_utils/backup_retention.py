@@ -17,7 +17,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.victor.ops.plugins.module_utils.backup import BackupError, parse_time
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError, parse_time
 
 RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 

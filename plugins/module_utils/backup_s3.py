@@ -23,9 +23,8 @@ import uuid
 
 from urllib.parse import urlsplit
 
-from ansible_collections.victor.ops.plugins.module_utils.backup import (
-    BackupError, CHUNK, MANIFEST_SUFFIX, LocalStore,
-)
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import CHUNK, MANIFEST_SUFFIX, BackupError
+from ansible_collections.victor.ops.plugins.module_utils.backup_store import LocalStore
 from ansible_collections.victor.ops.plugins.module_utils.redact import redact, url_error, url_has_credentials
 
 try:

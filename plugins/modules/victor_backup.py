@@ -375,227 +375,30 @@ sqlite_version:
   sample: 3.40.1
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.victor.ops.plugins.module_utils import backup as bk
-from ansible_collections.victor.ops.plugins.module_utils import backup_postgres
-from ansible_collections.victor.ops.plugins.module_utils import backup_retention
 from ansible_collections.victor.ops.plugins.module_utils import backup_s3
-from ansible_collections.victor.ops.plugins.module_utils.postgres_common import postgres_common_argument_spec
-
-
-def argument_spec():
-    spec = backup_s3.storage_argument_spec()
-    spec.update(postgres_common_argument_spec())
-    spec.update(
-        state=dict(type="str", default="create", choices=["create", "verify", "prune", "restore", "revert"]),
-        source=dict(type="path", default="/var/lib/victor/.victor"),
-        target=dict(type="path"),
-        work_dir=dict(type="path"),
-        lock_timeout=dict(type="int", default=600),
-        type=dict(type="str", default="full", choices=["full", "incremental"]),
-        scope=dict(type="str", default="full", choices=["full", "database", "config"]),
-        include=dict(type="list", elements="str", default=[]),
-        exclude=dict(type="list", elements="str", default=[]),
-        include_cache=dict(type="bool", default=False),
-        compression_level=dict(type="int", default=3),
-        compression_threads=dict(type="int", default=0),
-        age_recipients=dict(type="list", elements="str", default=[], no_log=True),  # a secret key pasted here is never echoed
-        age_recipients_file=dict(type="path"),
-        age_identity_file=dict(type="path"),
-        backup_id=dict(type="str"),
-        before=dict(type="str"),
-        safety_copy=dict(type="path"),
-        keep_last=dict(type="int", default=0),
-        keep_hourly=dict(type="int", default=0),
-        keep_daily=dict(type="int", default=7),
-        keep_weekly=dict(type="int", default=4),
-        keep_monthly=dict(type="int", default=12),
-        keep_yearly=dict(type="int", default=0),
-        record_verification=dict(type="bool", default=True),
-        victor_version=dict(type="str"),
-        victor_venv=dict(type="path", default="/opt/victor/current"),
-        age_identity=dict(type="str", no_log=True),
-        missing_ok=dict(type="bool", default=False),
-        postgres_restore=dict(type="bool", default=True),
-    )
-    return spec
-
-
-def make_store(module, params):
-    if params["storage"] == "s3" and not backup_s3.HAS_BOTO3:
-        module.fail_json(msg=missing_required_lib("boto3 (Debian package python3-boto3)"), exception=str(backup_s3.BOTO3_IMPORT_ERROR))
-    return backup_s3.make_store(params, params["work_dir"])
-
-
-def make_postgres(module, params, tools=None):
-    """The PostgresSource of the connection options (None without login_db); pg_dump/pg_restore must be installed."""
-    if not params["login_db"]:
-        return None
-    source = backup_postgres.PostgresSource(params, pg_dump=module.get_bin_path("pg_dump", required=True),
-                                            pg_restore=module.get_bin_path("pg_restore", required=True))
-    if tools is not None:
-        tools.pg_restore = source.pg_restore
-    return source
-
-
-def make_tools(module, params, need_age):
-    zstd = module.get_bin_path("zstd", required=True)
-    age = "age"
-    if need_age:
-        age = module.get_bin_path("age", required=True)
-    return bk.Tools(zstd=zstd, age=age, compression_level=params["compression_level"], threads=params["compression_threads"],
-                    age_recipients=params["age_recipients"], age_recipients_file=params["age_recipients_file"],
-                    age_identity_file=params["age_identity_file"],
-                    age_identity_label="given in age_identity" if params["age_identity"] else None)
-
-
-def validate(module, params):
-    try:
-        bk.refuse_nul(params)
-    except bk.BackupError as exc:
-        module.fail_json(msg=str(exc))
-    for key in ("lock_timeout", "compression_threads"):
-        if params[key] < 0:
-            module.fail_json(msg="%s must be 0 or more, got %d" % (key, params[key]))
-    if not 1 <= params["compression_level"] <= 22:
-        module.fail_json(msg="compression_level must be 1-22, got %d" % params["compression_level"])
-    if params["storage"] == "s3" and not params["s3_bucket"]:
-        module.fail_json(msg="storage=s3 needs s3_bucket")
-    if params["state"] == "revert" and not params["safety_copy"]:
-        module.fail_json(msg="state=revert needs safety_copy (the path a restore returned)")
-    if params["s3_multipart_chunksize"] < 5 * 1024 * 1024:
-        module.fail_json(msg="s3_multipart_chunksize must be at least 5 MiB (S3's smallest part)")
-    for recipient in params["age_recipients"]:
-        if not recipient.startswith(("age1", "ssh-")):
-            module.fail_json(msg="age_recipients take public keys (age1... or ssh-...); never put a secret key here")
-    for path_key in ("age_identity_file", "age_recipients_file"):
-        path = params[path_key]
-        if path and not os.path.isfile(path):
-            module.fail_json(msg="%s %s does not exist" % (path_key, path))
-    identity = params["age_identity_file"]
-    if identity and os.stat(identity).st_mode & 0o077:
-        module.fail_json(msg="age_identity_file %s must not be readable by group or others (chmod 0600)" % identity)
-
-
-def run(module):
-    params = dict(module.params)
-    validate(module, params)
-    if params["age_identity"]:
-        # a private temporary directory, not work_dir: that may be the repository, which must not be created here
-        with bk.IdentityFile(params["age_identity"]) as identity:
-            params["age_identity_file"] = identity
-            return _run(module, params)
-    return _run(module, params)
-
-
-def _run(module, params):
-    if not params["work_dir"]:
-        params["work_dir"] = params["repository"] if params["storage"] == "local" else "/var/tmp/victor-backup"
-    target = params["target"] or params["source"]
-    result = dict(changed=False, problems=[], sqlite_version=bk.sqlite_version())
-    state = params["state"]
-
-    if state == "revert":
-        bk.check_revert(target, params["safety_copy"])  # in check mode too: refused is not "changed"
-        if module.check_mode:
-            result.update(changed=True, safety_copy=params["safety_copy"])
-            return result
-        bk.revert(target, params["safety_copy"], postgres=make_postgres(module, params), private_dir=params["work_dir"])
-        result.update(changed=True, safety_copy=params["safety_copy"])
-        return result
-
-    store = make_store(module, params)
-    need_age = bool(params["age_recipients"] or params["age_recipients_file"] or params["age_identity_file"] or params["age_identity"])
-
-    if state == "create":
-        tools = make_tools(module, params, need_age)
-        postgres = make_postgres(module, params, tools)
-        if module.check_mode:
-            entries = bk.select_files(params["source"], params["scope"], params["include"], params["exclude"], params["include_cache"])
-            paths = [e["path"] for e in entries]
-            if postgres is not None and params["scope"] != "config":
-                paths.append(backup_postgres.dump_relpath(postgres.database, set(paths)))
-            result.update(changed=True, files=paths,
-                          backup={"type": params["type"], "scope": params["scope"], "encrypted": tools.encrypt})
-            return result
-        manifest = bk.create_backup(
-            store, params["source"], params["work_dir"], tools, backup_type=params["type"], scope=params["scope"],
-            include=params["include"], exclude=params["exclude"], include_cache=params["include_cache"],
-            victor_version=params["victor_version"] or bk.detect_victor_version([params["victor_venv"]]),
-            lock_timeout=params["lock_timeout"],
-            postgres=[postgres] if postgres else [])
-        cleaned = manifest.pop("cleaned", [])
-        result.update(changed=True, backup=bk.summary(manifest), manifest=manifest, cleaned=cleaned,
-                      files=[f["path"] for f in manifest["files"] if f.get("stored", True)])
-        return result
-
-    manifests, problems = bk.load_manifests(store, params["missing_ok"])
-    result["problems"] = problems
-
-    if state == "prune":
-        keep = dict((rule, params["keep_" + rule]) for rule in backup_retention.RULES)
-        plan = backup_retention.plan(manifests, keep)
-        by_id = dict((m["id"], m) for m in manifests)
-        result.update(keep=plan["keep"], forget=plan["forget"], forget_reasons=plan["forget_reasons"],
-                      backups=[bk.summary(m) for m in bk.sort_manifests(manifests)])
-        if plan["forget"] and not module.check_mode:
-            with bk.Lock(os.path.join(params["work_dir"], ".victor-backup.lock"), params["lock_timeout"]):
-                for ident in plan["forget"]:
-                    store.delete(by_id[ident])
-        result["changed"] = bool(plan["forget"])
-        return result
-
-    try:
-        chosen = bk.select_backup(manifests, params["backup_id"], params["before"], params["scope"] if state == "restore" else None)
-    except bk.BackupError as exc:
-        raise bk.BackupError("; ".join([str(exc)] + problems[:5]))
-    chain = bk.resolve_chain(manifests, chosen)
-    tools = make_tools(module, params, need_age or any(m.get("encrypted") for m in chain))
-    postgres = make_postgres(module, params, tools)
-    if postgres is None and any(d.get("engine") == "postgresql" for m in chain for d in m.get("databases", [])):
-        tools.pg_restore = module.get_bin_path("pg_restore", required=True)
-    result["backup"] = bk.summary(chosen)
-
-    if state == "verify":
-        with bk.Lock(os.path.join(params["work_dir"], ".victor-backup.lock"), params["lock_timeout"]):
-            verification = bk.verify_backup(store, manifests, chosen, tools, params["work_dir"],
-                                            record=params["record_verification"] and not module.check_mode)
-        result.update(verification=verification, problems=problems + verification["problems"],
-                      changed=params["record_verification"] and not module.check_mode)
-        if not verification["ok"]:
-            result["msg"] = "backup %s failed verification: %s" % (chosen["id"], "; ".join(verification["problems"][:5]))
-            module.fail_json(**result)
-        return result
-
-    # restore
-    result["chain"] = [m["id"] for m in chain]
-    if module.check_mode:
-        state_files = bk.chain_state(chain)
-        result.update(changed=True, files=sorted(p for p, r in state_files.items() if bk._in_scope(r, params["scope"])))  # pylint: disable=protected-access
-        return result
-    with bk.Lock(os.path.join(params["work_dir"], ".victor-backup.lock"), params["lock_timeout"]):
-        restored = bk.restore_backup(store, manifests, chosen, tools, target, params["scope"], params["safety_copy"],
-                                     postgres=postgres, restore_postgres=params["postgres_restore"])
-    result.update(changed=True, files=restored["files"], safety_copy=restored["safety_copy"], postgres=restored["postgres"])
-    return result
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=argument_spec(),
+        argument_spec=bk.argument_spec(),
         supports_check_mode=True,
         required_if=[("storage", "s3", ["s3_bucket"])],
         mutually_exclusive=[("backup_id", "before"), ("age_identity", "age_identity_file")],
     )
+    if module.params["storage"] == "s3" and not backup_s3.HAS_BOTO3:
+        module.fail_json(msg=missing_required_lib("boto3 (Debian package python3-boto3)"), exception=str(backup_s3.BOTO3_IMPORT_ERROR))
     try:
-        result = run(module)
+        bk.validate(module.params)
+        result = bk.run(module.params, lambda name: module.get_bin_path(name, required=True), module.check_mode)
     except bk.BackupError as exc:
         module.fail_json(msg=str(exc), sqlite_version=bk.sqlite_version(), problems=[str(exc)])
     except OSError as exc:
         module.fail_json(msg="%s: %s" % (exc.__class__.__name__, exc), sqlite_version=bk.sqlite_version(), problems=[str(exc)])
+    if result.pop("failed", False):
+        module.fail_json(**result)
     module.exit_json(**result)
 
 

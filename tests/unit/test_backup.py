@@ -12,6 +12,7 @@ import time
 import pytest
 
 from ansible_collections.victor.ops.plugins.module_utils import backup as bk
+from ansible_collections.victor.ops.plugins.module_utils import backup_create, backup_restore
 
 AGE = shutil.which("age")
 AGE_KEYGEN = shutil.which("age-keygen")
@@ -321,7 +322,7 @@ def test_failed_check_after_swap_puts_the_safety_copy_back(env, monkeypatch):
     conn.commit()
     conn.close()
     before = tree_digest(str(state))
-    monkeypatch.setattr(bk, "check_databases", lambda target, files: ["victor.db: simulated failure"])
+    monkeypatch.setattr(backup_restore, "check_databases", lambda target, files: ["victor.db: simulated failure"])
     with pytest.raises(bk.BackupError, match="previous state was put back"):
         bk.restore_backup(store, store.list_manifests()[0], manifest, bk.Tools(), str(state))
     assert tree_digest(str(state)) == before
@@ -430,10 +431,10 @@ def _age_plain_files(state, seconds=3600):
 
 
 def _hash_reads(monkeypatch):
-    """Names of the files bk.sha256_file reads from now on."""
+    """Names of the files backup_create.sha256_file reads from now on."""
     read = []
-    real = bk.sha256_file
-    monkeypatch.setattr(bk, "sha256_file", lambda path: read.append(os.path.basename(path)) or real(path))
+    real = backup_create.sha256_file
+    monkeypatch.setattr(backup_create, "sha256_file", lambda path: read.append(os.path.basename(path)) or real(path))
     return read
 
 

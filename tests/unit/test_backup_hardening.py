@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.victor.ops.plugins.module_utils import backup as bk
+from ansible_collections.victor.ops.plugins.module_utils import backup_verify
 from ansible_collections.victor.ops.plugins.modules import victor_backup, victor_backup_info
 
 AGE = shutil.which("age")
@@ -289,7 +290,7 @@ def test_encrypted_verify_keeps_decrypted_files_private_in_a_0755_work_dir(tmp_p
                     seen[os.path.relpath(full, str(work))] = stat.S_IMODE(os.lstat(full).st_mode)
         return problems
 
-    monkeypatch.setattr(bk, "read_archive", spy)
+    monkeypatch.setattr(backup_verify, "read_archive", spy)
     assert bk.verify_backup(store, [manifest], manifest, bk.Tools(age_identity_file=key), str(work))["ok"]
     files = [p for p in seen if p.endswith("victor.db")]  # verify writes only the databases, for their checks
     assert len(files) == 1 and all(seen[p] == 0o600 for p in files), seen
@@ -331,7 +332,7 @@ def test_encrypted_backup_is_verified_with_an_identity_given_as_text(tmp_path, c
             argvs.append((argv, stat.S_IMODE(os.stat(identity).st_mode), stat.S_IMODE(os.stat(os.path.dirname(identity)).st_mode)))
         return real_popen(argv, *args, **kwargs)
 
-    monkeypatch.setattr(bk.subprocess, "Popen", popen)
+    monkeypatch.setattr(subprocess, "Popen", popen)
     repo = tmp_path / "repo"
     failed, created = run(victor_backup, {"source": str(state), "repository": str(repo), "age_recipients": [public]}, capsys)
     assert not failed and created["backup"]["encrypted"] is True

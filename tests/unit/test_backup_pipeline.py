@@ -14,6 +14,7 @@ import tarfile
 import pytest
 
 from ansible_collections.victor.ops.plugins.module_utils import backup as bk
+from ansible_collections.victor.ops.plugins.module_utils import backup_extract, backup_restore
 
 from test_backup import count_rows, make_state, tree_digest
 
@@ -156,7 +157,7 @@ def test_restore_of_a_chain_writes_only_the_final_files_and_checks_the_final_dat
     inc = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools(), backup_type="incremental")
     assert [f["path"] for f in inc["files"] if f.get("stored", True)] == ["victor.db"]
     written, checked = [], []
-    real_extract, real_prepare = bk.extract_member, bk._prepare_database
+    real_extract, real_prepare = bk.extract_member, backup_restore._prepare_database
 
     def extract(tar, member, dest, expected, links, private=False, write=True, syncer=None):
         if write and member.isreg():
@@ -167,8 +168,8 @@ def test_restore_of_a_chain_writes_only_the_final_files_and_checks_the_final_dat
         checked.append((os.path.basename(os.path.dirname(path)), mode))
         return real_prepare(path, mode)
 
-    monkeypatch.setattr(bk, "extract_member", extract)
-    monkeypatch.setattr(bk, "_prepare_database", prepare)
+    monkeypatch.setattr(backup_extract, "extract_member", extract)
+    monkeypatch.setattr(backup_restore, "_prepare_database", prepare)
     listed = store.list_manifests()[0]
     bk.restore_backup(store, listed, inc, bk.Tools(), str(state))
     # the full's victor.db is superseded: hashed against the manifest, never written

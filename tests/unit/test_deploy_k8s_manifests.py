@@ -332,9 +332,9 @@ def test_restore_job_targets_one_claim_with_the_backup_config(run):
     assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "data-victor-api-1"}
     assert volumes["config"]["secret"]["items"] == [{"key": "victor-api-1.json", "path": "backup.json"}]
     command = pod["containers"][0]["command"]
-    assert command[0:2] == ["python3", "-c"] and command[3] == "20261202T021700Z-full"
-    compile(command[2], "restore-job", "exec")  # the program is valid Python
-    assert "restore_backup(" in command[2]
+    # the timers' program restores the chosen backup into the config's source (the claim)
+    assert command == ["python3", "-m", "ansible_collections.victor.ops.plugins.module_utils.backup_cli",
+                       "--config", "/etc/victor-backup/backup.json", "restore", "20261202T021700Z-full"]
 
 
 def test_rollback_by_version_renders_that_version_on_the_same_claims(run):

@@ -39,7 +39,7 @@ def read(path):
 def write_atomic(path, data, mode):
     """Write next to the target and rename over it: nginx never reads half a file.
 
-    Like module_utils/backup.write_file_atomic: this file runs outside Ansible and cannot import it.
+    Like module_utils/backup_common.write_file_atomic: this file runs outside Ansible and cannot import it.
     """
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix='.victor-certificates-')
