@@ -190,7 +190,9 @@ LOCKS_QUERY = """
     ORDER BY a.pid"""
 
 SESSION_QUERY = """
-    SELECT a.pid, a.usename AS user, a.state, left(a.query, 500) AS query, coalesce(r.rolsuper, false) AS superuser,
+    SELECT a.pid, a.usename AS user, a.application_name, a.state, left(a.query, 500) AS query,
+           coalesce(r.rolsuper, false) AS superuser,
+           coalesce(pg_has_role(a.usesysid, 'MEMBER') OR pg_has_role('pg_signal_backend', 'MEMBER'), false) AS signalable,
            extract(epoch FROM now() - a.state_change)::float AS state_seconds,
            extract(epoch FROM now() - a.xact_start)::float AS xact_seconds
     FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
@@ -208,9 +210,15 @@ def locks(conn):
 
 
 def clear_locks(conn, threshold=300, check_mode=False):
-    """Terminate sessions of the current database that are idle in transaction, or block others, for > threshold s.
+    """End the sessions that hold up this database: the one rule of the collection (the runbook
+    database_connection_failed calls this too).
 
-    Never superusers, never our own session, never other databases. Check mode lists them only.
+    A session is ended when it is in the current database, is not our own, and either has been
+    idle in transaction for longer than threshold seconds, or blocks another session of this
+    database while its own transaction has been open for longer than threshold seconds.
+    Spared (listed, never signalled): superusers' sessions, and sessions of roles the login
+    role may not signal (neither a member of their role nor of pg_signal_backend).  Check
+    mode lists them only.
     """
     threshold = float(threshold)
     idle = _rows(conn, """
@@ -218,25 +226,32 @@ def clear_locks(conn, threshold=300, check_mode=False):
         WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
           AND a.state IN ('idle in transaction', 'idle in transaction (aborted)')
           AND now() - a.state_change > make_interval(secs => %s)""", (threshold,))
-    waiting = _rows(conn, LOCKS_QUERY)
+    blockers = _rows(conn, """
+        SELECT DISTINCT b.pid, w.pid AS blocked_pid FROM pg_stat_activity w
+        CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS bp(pid) JOIN pg_stat_activity b ON b.pid = bp.pid
+        WHERE w.datname = current_database() AND b.datname = current_database() AND b.pid <> pg_backend_pid()
+          AND now() - coalesce(b.xact_start, b.query_start, b.backend_start) > make_interval(secs => %s)
+        ORDER BY b.pid, w.pid""", (threshold,))
     reasons = {}
     for row in idle:
         reasons[row['pid']] = 'idle in transaction for more than %ss' % threshold
-    for row in waiting:
-        if (row['waiting_seconds'] or 0.0) > threshold:
-            for pid in row['blocked_by']:
-                reasons.setdefault(pid, 'blocking pid %d for more than %ss' % (row['pid'], threshold))
-    own = _rows(conn, 'SELECT pg_backend_pid() AS pid')[0]['pid']
-    reasons.pop(own, None)
+    for row in blockers:
+        reasons.setdefault(row['pid'], 'blocks pid %d, transaction open for more than %ss' % (row['blocked_pid'], threshold))
     candidates = _rows(conn, SESSION_QUERY + ' AND a.datname = current_database() ORDER BY a.pid',
                        (sorted(reasons),)) if reasons else []
-    selected, spared = [], []
+    selected, spared, foreign = [], [], []
     for row in candidates:
         row['reason'] = reasons[row['pid']]
         row['state_seconds'] = round(row['state_seconds'] or 0.0, 3)
         row['xact_seconds'] = round(row['xact_seconds'] or 0.0, 3)
-        (spared if row['superuser'] else selected).append(row)
-    result = {'threshold': threshold, 'sessions': selected, 'spared_superusers': spared, 'terminated': []}
+        if row['superuser']:
+            spared.append(row)
+        elif not row['signalable']:
+            foreign.append(row)
+        else:
+            selected.append(row)
+    result = {'threshold': threshold, 'sessions': selected, 'spared_superusers': spared, 'spared_other_roles': foreign,
+              'terminated': []}
     if check_mode:
         result.update(changed=bool(selected), would_terminate=[row['pid'] for row in selected])
         return result

@@ -22,9 +22,10 @@ description:
     gives a clear C(database is busy) result instead of a hang.
   - C(postgresql) - C(stats) (dead tuples and sizes per table), C(vacuum) (VACUUM (ANALYZE)), C(analyze),
     C(reindex) (table or database, CONCURRENTLY where the server supports it), C(locks) (blocked and
-    blocking sessions with their queries), C(clear_locks) (terminates sessions of this database that are
-    idle in transaction or blocking others for longer than O(lock_threshold); never superusers, never its
-    own session), C(slow_queries) (from pg_stat_statements, with a clear message when the extension is
+    blocking sessions with their queries), C(clear_locks) (terminates sessions of this database that have
+    been idle in transaction for longer than O(lock_threshold), or that block another session of it with a
+    transaction open for longer than O(lock_threshold); never its own session, never superusers, never
+    roles the login role may not signal; the runbook database_connection_failed uses the same rule), C(slow_queries) (from pg_stat_statements, with a clear message when the extension is
     missing) and C(pool_stats) (connections used against max_connections).
   - C(redis) - C(stats) (hit rate, memory, evictions from INFO) and C(clear) (keys matching O(pattern),
     removed with SCAN and UNLINK, never KEYS).
@@ -146,7 +147,8 @@ options:
     default: true
   lock_threshold:
     description:
-      - Seconds a session may stay idle in transaction, or block others, before C(clear_locks) terminates it.
+      - Seconds a session may stay idle in transaction, or block others with its transaction open, before
+        C(clear_locks) terminates it.
       - Must be 0 or more.
     type: float
     default: 300
@@ -253,8 +255,8 @@ report:
       and C(quick_check) have C(ok) and C(messages).
     - PostgreSQL C(stats) has C(database_size) and C(tables) (C(live_tuples), C(dead_tuples), C(dead_pct), sizes,
       last vacuum/analyze times); C(vacuum), C(analyze), C(reindex) have C(queries); C(locks) has C(blocked) and
-      C(blocking); C(clear_locks) has C(sessions), C(terminated), C(spared_superusers) (and C(would_terminate) in
-      check mode); C(slow_queries) has C(available), C(queries) and C(message) when unavailable; C(pool_stats) has
+      C(blocking); C(clear_locks) has C(sessions) (each with its C(reason)), C(terminated), C(spared_superusers),
+      C(spared_other_roles) (and C(would_terminate) in check mode); C(slow_queries) has C(available), C(queries) and C(message) when unavailable; C(pool_stats) has
       C(max_connections), C(used), C(used_pct), C(by_state), C(by_database).
     - Redis C(stats) has C(hit_rate_pct), C(used_memory), C(evicted_keys), C(keys); C(clear) has C(matched) and
       C(removed) (C(would_remove) in check mode).

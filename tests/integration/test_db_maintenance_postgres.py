@@ -195,6 +195,70 @@ def test_clear_locks_terminates_the_blocker_but_spares_superusers(cluster, victo
             conn.close()
 
 
+def _quietly(func, *args):
+    try:
+        func(*args)
+    except psycopg.Error:
+        pass  # the session was terminated, as the test wants
+
+
+def test_clear_locks_rule_blocker_age_and_roles_it_may_not_signal(cluster, victor_db, capsys):
+    """The one rule: a blocker whose transaction is older than lock_threshold is ended however
+    short the wait it causes; a session of a role the login role may not signal is listed, not touched."""
+    admin = _connect(cluster, 'victor', 'postgres', SUPER_PASSWORD)
+    admin.execute("DROP ROLE IF EXISTS intruder")
+    admin.execute("CREATE ROLE intruder LOGIN PASSWORD 'intruder-pw'")
+    admin.execute('GRANT SELECT, UPDATE ON items TO intruder')
+    # pg_read_all_stats: Victor's role sees the intruder's session (state, transaction start) but may not signal it
+    admin.execute('GRANT pg_read_all_stats TO victor')
+    blocker = _connect(cluster, 'victor', 'victor', VICTOR_PASSWORD)
+    blocker.autocommit = False
+    blocker.execute('UPDATE items SET body = body WHERE id = 1')
+    blocker_pid = blocker.info.backend_pid
+    foreign = _connect(cluster, 'victor', 'intruder', 'intruder-pw')
+    foreign.autocommit = False
+    foreign.execute('UPDATE items SET body = body WHERE id = 3')
+    time.sleep(1.5)  # both transactions are now older than the threshold
+    # the blocker is busy (active, not idle in transaction): only its transaction's age can select it
+    busy = threading.Thread(target=lambda: _quietly(blocker.execute, 'SELECT pg_sleep(60)'), daemon=True)
+    busy.start()
+    waiter = _connect(cluster, 'victor', 'victor', VICTOR_PASSWORD)
+    thread = threading.Thread(target=lambda: waiter.execute('UPDATE items SET body = body WHERE id = 1'), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        ready = ("SELECT count(*) FILTER (WHERE cardinality(pg_blocking_pids(pid)) > 0) > 0"
+                 " AND bool_or(pid = %s AND state = 'active') FROM pg_stat_activity")
+        while not admin.execute(ready, (blocker_pid,)).fetchone()[0]:
+            assert time.monotonic() < deadline, 'the waiter never blocked'
+            time.sleep(0.1)
+        # the waiter has waited far less than the threshold: the blocker's transaction age decides
+        args = _args(cluster, ['clear_locks'], lock_threshold=1)  # as Victor's role, not a superuser
+        failed, result = run_module(args, capsys)
+        assert not failed, result
+        report = result['report']['clear_locks']
+        assert report['terminated'] == [blocker_pid]
+        assert [row['pid'] for row in report['spared_other_roles']] == [foreign.info.backend_pid]
+        assert report['spared_superusers'] == []
+        assert report['sessions'][0]['state'] == 'active'
+        assert 'transaction open for more than 1.0s' in report['sessions'][0]['reason']
+        thread.join(10)
+        assert not thread.is_alive()
+        assert foreign.execute('SELECT 1').fetchone() == (1,)  # never signalled
+    finally:
+        busy.join(10)
+        for conn in (blocker, foreign, waiter):
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                pass
+            conn.close()
+        admin.execute('REVOKE pg_read_all_stats FROM victor')
+        admin.execute('REVOKE ALL ON items FROM intruder')
+        admin.execute('DROP ROLE intruder')
+        admin.close()
+
+
 def test_slow_queries_missing_extension_and_present(cluster, capsys):
     failed, result = run_module(_args(cluster, ['slow_queries']), capsys)
     assert not failed, result
