@@ -10,7 +10,7 @@ __metaclass__ = type
 import math
 import time
 
-SQLITE_OPERATIONS = ('stats', 'integrity_check', 'quick_check', 'wal_checkpoint', 'analyze', 'optimize', 'vacuum')
+SQLITE_OPERATIONS = ('stats', 'integrity_check', 'quick_check', 'wal_checkpoint', 'analyze', 'optimize', 'vacuum', 'clear_locks')
 POSTGRES_OPERATIONS = ('stats', 'vacuum', 'analyze', 'reindex', 'locks', 'clear_locks', 'slow_queries', 'pool_stats')
 REDIS_OPERATIONS = ('stats', 'clear')
 
@@ -58,6 +58,7 @@ NUMBER_LIMITS = {
     'min_dead_tuples': (0, True),
     'slow_query_limit': (0, False),
     'scan_count': (0, False),
+    'lock_grace': (0, True),
     'redis_db': (0, True),
     'login_port': (0, False),
 }

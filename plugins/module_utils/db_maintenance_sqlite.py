@@ -24,6 +24,7 @@ from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import (
     MaintenanceError,
     Timer,
 )
+from ansible_collections.victor.ops.plugins.module_utils import host_info
 from ansible_collections.victor.ops.plugins.module_utils import sqlite_ro
 
 SQLITE_HEADER = b'SQLite format 3\x00'
@@ -315,3 +316,20 @@ def _one(conn, path, operation, busy_timeout, check_mode, vacuum_mode, min_fragm
             result, conn = vacuum(conn, path, busy_timeout, check_mode, vacuum_mode, min_fragmentation)
     result['duration'] = timer.seconds
     return result, conn
+
+
+def clear_locks(path, service, grace, check_mode=False):
+    """SQLite's side of the collection's lock clearing: end the processes outside the systemd unit
+    service that hold the database (or its -wal/-shm/-journal) open - SIGTERM, then SIGKILL after
+    grace seconds, each re-checked before it is signalled.  The unit's own processes, pid 1 and
+    this module are never signalled.  Check mode lists them only."""
+    props = host_info.systemctl_show(service)
+    unit_pids = set(host_info.pids_in_cgroup(props.get('ControlGroup', '')))
+    holders = [h for h in host_info.db_holders(path, unit_pids) if not h['in_unit'] and h['pid'] not in (1, os.getpid())]
+    result = {'service': service, 'unit_pids': sorted(unit_pids), 'holders': holders, 'terminated': [], 'killed': []}
+    if check_mode:
+        result.update(changed=bool(holders), would_terminate=[h['pid'] for h in holders])
+        return result
+    cleared = host_info.terminate_foreign_holders(path, unit_pids, grace)
+    result.update(terminated=[h['pid'] for h in cleared['terminated']], killed=cleared['killed'], changed=cleared['changed'])
+    return result

@@ -19,14 +19,16 @@ description:
     O(operations) from C(stats), C(integrity_check), C(quick_check), C(wal_checkpoint) (TRUNCATE),
     C(analyze), C(optimize) (PRAGMA optimize) and C(vacuum) (in place, or VACUUM INTO a copy that is
     checked and swapped in). A busy timeout bounds every wait; a database locked by another connection
-    gives a clear C(database is busy) result instead of a hang.
+    gives a clear C(database is busy) result instead of a hang. C(clear_locks) (run first) ends the
+    processes outside the systemd unit O(service) that hold the database or its C(-wal)/C(-shm) open
+    (SIGTERM, then SIGKILL after O(lock_grace) seconds; never the unit's own processes).
   - C(postgresql) - C(stats) (dead tuples and sizes per table), C(vacuum) (VACUUM (ANALYZE)), C(analyze),
     C(reindex) (table or database, CONCURRENTLY where the server supports it), C(locks) (blocked and
     blocking sessions with their queries), C(clear_locks) (terminates sessions of this database that have
     been idle in transaction for longer than O(lock_threshold), or that block another session of it with a
     transaction open for longer than O(lock_threshold); never its own session, never superusers, never
-    roles the login role may not signal; the runbook database_connection_failed uses the same rule), C(slow_queries) (from pg_stat_statements, with a clear message when the extension is
-    missing) and C(pool_stats) (connections used against max_connections).
+    roles the login role may not signal; the runbook database_connection_failed uses the same rule),
+    C(slow_queries) (from pg_stat_statements, with a clear message when the extension is missing) and C(pool_stats) (connections used against max_connections).
   - C(redis) - C(stats) (hit rate, memory, evictions from INFO) and C(clear) (keys matching O(pattern),
     removed with SCAN and UNLINK, never KEYS).
   - Read-only operations never report C(changed). Writing operations report C(changed) only when they
@@ -152,6 +154,14 @@ options:
       - Must be 0 or more.
     type: float
     default: 300
+  service:
+    description: systemd unit of Victor's API; SQLite C(clear_locks) never signals its processes.
+    type: str
+    default: victor-api
+  lock_grace:
+    description: Seconds a process gets after SIGTERM before SIGKILL (SQLite C(clear_locks); 0 or more).
+    type: float
+    default: 5
   slow_query_limit:
     description: How many statements C(slow_queries) returns.
     type: int
@@ -255,8 +265,10 @@ report:
       and C(quick_check) have C(ok) and C(messages).
     - PostgreSQL C(stats) has C(database_size) and C(tables) (C(live_tuples), C(dead_tuples), C(dead_pct), sizes,
       last vacuum/analyze times); C(vacuum), C(analyze), C(reindex) have C(queries); C(locks) has C(blocked) and
-      C(blocking); C(clear_locks) has C(sessions) (each with its C(reason)), C(terminated), C(spared_superusers),
-      C(spared_other_roles) (and C(would_terminate) in check mode); C(slow_queries) has C(available), C(queries) and C(message) when unavailable; C(pool_stats) has
+      C(blocking); SQLite C(clear_locks) has C(holders), C(terminated), C(killed) (and C(would_terminate) in check mode);
+      PostgreSQL C(clear_locks) has C(sessions) (each with its C(reason)), C(terminated), C(spared_superusers),
+      C(spared_other_roles) (and C(would_terminate) in check mode); C(slow_queries) has C(available), C(queries) and
+      C(message) when unavailable; C(pool_stats) has
       C(max_connections), C(used), C(used_pct), C(by_state), C(by_database).
     - Redis C(stats) has C(hit_rate_pct), C(used_memory), C(evicted_keys), C(keys); C(clear) has C(matched) and
       C(removed) (C(would_remove) in check mode).
@@ -313,6 +325,8 @@ def argument_spec():
         reindex_scope=dict(type='str', default='table', choices=['table', 'database']),
         concurrently=dict(type='bool', default=True),
         lock_threshold=dict(type='float', default=300),
+        service=dict(type='str', default='victor-api'),
+        lock_grace=dict(type='float', default=5.0),
         slow_query_limit=dict(type='int', default=10),
         redis_db=dict(type='int', default=0),
         redis_tls=dict(type='bool', default=False),
@@ -328,8 +342,14 @@ def _run(module, operations):
     if p['engine'] == 'sqlite':
         if not p['path']:
             raise MaintenanceError('path is required for engine sqlite')
-        return lite.run_operations(p['path'], operations, p['busy_timeout'], module.check_mode, p['vacuum_mode'],
-                                   p['vacuum_min_fragmentation'], p['row_counts'])
+        cleared = {}
+        if 'clear_locks' in operations:  # first: the other operations need the lock it frees
+            cleared['clear_locks'] = lite.clear_locks(p['path'], p['service'], p['lock_grace'], module.check_mode)
+            operations = [op for op in operations if op != 'clear_locks']
+        changed, results = lite.run_operations(p['path'], operations, p['busy_timeout'], module.check_mode, p['vacuum_mode'],
+                                               p['vacuum_min_fragmentation'], p['row_counts']) if operations else (False, {})
+        results.update(cleared)
+        return changed or bool(cleared.get('clear_locks', {}).get('changed')), results
     problems = pg.option_problems(p)
     if problems:
         raise MaintenanceError('; '.join(problems))

@@ -4,12 +4,13 @@ conftest.py's pg_cluster runs initdb/pg_ctl as the `postgres` system user (or th
 user when not root) in a temp dir, listening only on 127.0.0.1 on a free port, and stops it
 by pg_ctl.
 """
+import functools
 import json
 import threading
 import time
 
+import module_runner
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.victor.ops.plugins.modules import victor_db_maintenance
 
@@ -30,14 +31,8 @@ def _connect(info, dbname, user, password):
                            autocommit=True, connect_timeout=10)
 
 
-def run_module(args, capsys, check_mode=False):
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exc:
-            victor_db_maintenance.main()
-    result = json.loads(capsys.readouterr().out)
-    return exc.value.code != 0 or bool(result.get('failed')), result
+# run_module(args, capsys, check_mode=False) -> (failed, result) of victor_db_maintenance
+run_module = functools.partial(module_runner.run_module, victor_db_maintenance)
 
 
 def _args(cluster, operations, user='victor', password=VICTOR_PASSWORD, database='victor', **extra):

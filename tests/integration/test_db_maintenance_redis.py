@@ -1,8 +1,9 @@
 """victor_db_maintenance against a real redis-server on 127.0.0.1 (conftest.py's redis_server, stopped by its pid)."""
+import functools
 import json
 
+import module_runner
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.victor.ops.plugins.modules import victor_db_maintenance
 
@@ -16,14 +17,8 @@ def server_fixture(redis_server):
     return redis_server
 
 
-def run_module(args, capsys, check_mode=False):
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exc:
-            victor_db_maintenance.main()
-    result = json.loads(capsys.readouterr().out)
-    return exc.value.code != 0 or bool(result.get('failed')), result
+# run_module(args, capsys, check_mode=False) -> (failed, result) of victor_db_maintenance
+run_module = functools.partial(module_runner.run_module, victor_db_maintenance)
 
 
 def _args(server, operations, **extra):

@@ -15,10 +15,10 @@ import tarfile
 import tempfile
 import zipfile
 
+import module_runner
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.victor.ops.plugins.module_utils import backup as bk
 from ansible_collections.victor.ops.plugins.module_utils import backup_verify
@@ -55,15 +55,7 @@ def make_state(root):
     return state
 
 
-def run(module, args, capsys, check_mode=False):
-    """Run a module in-process; returns (failed, result)."""
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exc:
-            module.main()
-    result = json.loads(capsys.readouterr().out)
-    return exc.value.code != 0 or bool(result.get("failed")), result
+run = module_runner.run_module  # run(module, args, capsys, check_mode=False) -> (failed, result)
 
 
 def forge(repo, members, records=None, ident="20250101T000000Z-full-forged00", time="2025-01-01T00:00:00Z", extra=None):

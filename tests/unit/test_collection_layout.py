@@ -43,10 +43,13 @@ def test_every_role_has_argument_specs_and_readme():
     roles = _roles()
     assert roles
     for role in roles:
-        specs = _yaml(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+        # main, or one entry point per task (victor_runbook: one per runbook, no main)
+        entry_points = _yaml(role / "meta" / "argument_specs.yml")["argument_specs"]
+        assert entry_points, role.name
         assert (role / "README.md").is_file(), role.name
-        for name in specs:
-            assert name.startswith(role.name + "_"), (role.name, name)
+        for entry in entry_points.values():
+            for name in entry.get("options", {}):
+                assert name.startswith(role.name + "_"), (role.name, name)
 
 
 def test_role_defaults_are_declared_in_argument_specs():

@@ -1,16 +1,16 @@
 """victor_db_maintenance on real SQLite files: fragmentation reclaimed, busy results, bad input."""
-import json
+import functools
 import os
 import sqlite3
 import stat
 import time
 
+import module_runner
 import pytest
 
 from ansible_collections.victor.ops.plugins.module_utils import db_maintenance_sqlite as lite
 from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import DatabaseBusy, MaintenanceError
 
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.victor.ops.plugins.modules import victor_db_maintenance
 
@@ -33,16 +33,8 @@ def make_fragmented_db(path, rows=600, keep_every=5, wal=True):
     return path
 
 
-def run_module(args, capsys, check_mode=False):
-    """Run victor_db_maintenance in-process; returns (failed, result dict)."""
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exc:
-            victor_db_maintenance.main()
-    out = capsys.readouterr().out
-    result = json.loads(out)
-    return exc.value.code != 0 or bool(result.get('failed')), result
+# run_module(args, capsys, check_mode=False) -> (failed, result) of victor_db_maintenance
+run_module = functools.partial(module_runner.run_module, victor_db_maintenance)
 
 
 @pytest.fixture(name='fragmented')
@@ -209,7 +201,7 @@ def test_corrupt_database_fails_integrity_check(tmp_path, capsys):
     ({'engine': 'sqlite', 'operations': ['stats']}, 'path is required for engine sqlite'),
     ({'engine': 'sqlite', 'path': '/nonexistent/victor.db', 'operations': ['stats']}, 'SQLite database /nonexistent/victor.db does not exist'),
     ({'engine': 'sqlite', 'path': '/tmp', 'operations': ['stats']}, 'is not a regular file'),
-    ({'engine': 'sqlite', 'path': '__FRAG__', 'operations': ['clear_locks']}, "operation 'clear_locks' is not supported for engine sqlite"),
+    ({'engine': 'sqlite', 'path': '__FRAG__', 'operations': ['reindex']}, "operation 'reindex' is not supported for engine sqlite"),
     ({'engine': 'redis', 'operations': ['vacuum']}, "operation 'vacuum' is not supported for engine redis"),
     ({'engine': 'sqlite', 'path': '__FRAG__', 'operations': ['defrag']}, 'value of operations must be one or more of'),
     ({'engine': 'mysql', 'operations': ['stats']}, 'value of engine must be one of'),

@@ -1,27 +1,30 @@
-#!/usr/bin/env python
+# -*- coding: utf-8 -*-
 # Copyright: victor.ops contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Read-only probes for the victor_maintenance role, run on the Victor host with its python3.
+"""The maintenance probes of victor_host_info (role victor_maintenance), read-only:
 
-Subcommands print one JSON document:
-  logs DIR DAYS                 entries per severity over the last DAYS days, top error messages
-  latency URL COUNT TIMEOUT     GET URL COUNT times: p50/p95/max in milliseconds, failures
-  capacity [--previous=JSON] NAME=PATH...
-                                filesystem of the first path, size of each path (file or tree),
-                                growth since the previous report's {time, sizes}
-  permissions MODE:PATH...      files/dirs whose mode allows more than MODE (or unexpected owners)
-Only the standard library is used; nothing is written.
+  logs         entries per severity over the last days, top error messages
+  latency      GET a URL count times: p50/p95/max in milliseconds, failures
+  capacity     file system of the first path, size of each path (file or tree), growth since
+               the previous report's {time, sizes}
+  permissions  files/dirs whose mode allows more than the rule's mode
+
+Standard library only; nothing is written.
 """
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import datetime
-import json
 import math
 import os
 import re
 import stat
-import sys
 import time
-import urllib.request
 from collections import Counter
+
+from ansible.module_utils.urls import open_url
 
 STAMP = re.compile(r'^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})')
 LEVEL = re.compile(r'\b(CRITICAL|ERROR|WARNING|WARN|INFO|DEBUG)\b')
@@ -78,7 +81,7 @@ def latency(url, count, timeout):
     for _attempt in range(int(count)):
         started = time.monotonic()
         try:
-            with urllib.request.urlopen(url, timeout=float(timeout)) as answer:  # nosec - loopback URL given by the role
+            with open_url(url, timeout=float(timeout), use_proxy=False) as answer:  # the host measures itself, not a proxy
                 answer.read()
                 if answer.status != 200:
                     failures.append('HTTP %d' % answer.status)
@@ -107,12 +110,13 @@ def _size(path):
     return total
 
 
-def capacity(pairs):
-    previous = None
-    if pairs and pairs[0].startswith('--previous='):
-        previous = json.loads(pairs[0][len('--previous='):] or 'null')
-        pairs = pairs[1:]
-    result = _capacity(pairs)
+def capacity(paths, previous=None, filesystem_of=None):
+    """paths: {name: path}; the file system of paths[filesystem_of] (default the first) is reported;
+    previous: {time, sizes} of the last report."""
+    items = list(paths.items())
+    if filesystem_of:
+        items.sort(key=lambda item: item[0] != filesystem_of)
+    result = _capacity(items)
     result['growth'] = _growth(result, previous)
     return result
 
@@ -132,8 +136,7 @@ def _growth(current, previous):
     return {'previous': previous['time'], 'days': round(days, 3), 'bytes': grown, 'bytes_per_30_days': monthly}
 
 
-def _capacity(pairs):
-    items = [pair.split('=', 1) for pair in pairs]
+def _capacity(items):
     sizes = {name: (_size(path) if os.path.exists(path) else None) for name, path in items}
     first = items[0][1]
     while not os.path.exists(first):
@@ -160,11 +163,12 @@ def _check(path, allowed, findings):
                          'problem': 'mode %04o allows more than %04o' % (mode, allowed)})
 
 
-def permissions(specs):
+def permissions(rules):
+    """rules: [{mode: '0600', path: ...}]: files/dirs whose mode allows more than mode."""
     findings, checked, missing = [], 0, []
-    for spec in specs:
-        mode, path = spec.split(':', 1)
-        allowed = int(mode, 8)
+    for rule in rules:
+        path = rule['path']
+        allowed = int(str(rule['mode']), 8)
         if not os.path.exists(path):
             missing.append(path)
             continue
@@ -177,24 +181,3 @@ def permissions(specs):
             checked += 1
             _check(path, allowed, findings)
     return {'checked': checked, 'findings': findings, 'missing': missing}
-
-
-def main(argv):
-    command, args = argv[1], argv[2:]
-    if command == 'logs':
-        result = logs(args[0], args[1])
-    elif command == 'latency':
-        result = latency(args[0], args[1], args[2])
-    elif command == 'capacity':
-        result = capacity(args)
-    elif command == 'permissions':
-        result = permissions(args)
-    else:
-        sys.stderr.write('unknown probe %s\n' % command)
-        return 2
-    sys.stdout.write(json.dumps(result, sort_keys=True))
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main(sys.argv))

@@ -1,8 +1,7 @@
-"""The runbooks' diagnostics script against real processes, sockets and SQLite locks."""
+"""victor_host_info (module_utils/host_info.py) and SQLite clear_locks against real processes, sockets, SQLite locks and Redis."""
 import argparse
 import datetime
 import http.server
-import importlib.util
 import json
 import os
 import shutil
@@ -13,14 +12,14 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
+import module_runner
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SPEC = importlib.util.spec_from_file_location("victor_diagnostics", ROOT / "playbooks" / "runbooks" / "files" / "victor_diagnostics.py")
-diag = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(diag)
+
+from ansible_collections.victor.ops.plugins.module_utils import db_maintenance_redis
+from ansible_collections.victor.ops.plugins.module_utils import host_info as diag
+from ansible_collections.victor.ops.plugins.modules import victor_db_maintenance, victor_host_info
 
 LOCKER = """
 import signal, sqlite3, sys, time
@@ -65,7 +64,7 @@ def locker(database):
 def _args(**kw):
     values = {"service": "victor-api-test-absent", "host": "127.0.0.1", "port": 1, "health_path": "/health", "timeout": 2.0,
               "state_dir": "/nonexistent", "db": "", "db_timeout": 0.3, "journal_lines": 10, "error_limit": 5, "top": 5,
-              "sections": [], "terminate_foreign_holders": False, "grace": 1.0}
+              "sections": [], "redis_url": "", "redis_pattern": "", "redis_batch": 500}
     values.update(kw)
     return argparse.Namespace(**values)
 
@@ -195,18 +194,47 @@ def test_error_lines_keep_only_errors_and_the_last_ones():
     assert diag.error_lines(text, 2) == ["Traceback (most recent call last):", "CRITICAL two"]
 
 
-def test_unknown_section_is_rejected():
-    with pytest.raises(SystemExit):
-        diag.parse_args(["--sections", "service,bogus"])
+run_module = module_runner.run_module
 
 
-def test_script_prints_one_json_document(database):
-    result = subprocess.run([sys.executable, str(ROOT / "playbooks" / "runbooks" / "files" / "victor_diagnostics.py"),
-                             "--sections", "database,memory", "--db", database, "--service", "victor-api-test-absent"],
-                            capture_output=True, text=True, check=True)
-    report = json.loads(result.stdout)
-    assert report["database"]["probe"]["writable"] and report["memory"]["top"]
-    assert "service" not in report
+@pytest.mark.parametrize("args, message", [
+    ({"sections": ["service", "bogus"]}, "value of sections must be one or more of"),
+    ({"port": 0}, "port must be at least 1"),
+    ({"cpu_interval": 0.0}, "cpu_interval must be greater than 0"),
+    ({"timeout": float("nan")}, "timeout must be a finite number"),
+    ({"health_path": "health"}, "health_path must start with /"),
+    ({"redis_url": "http://x:secret@127.0.0.1/"}, "redis_url must start with redis://"),
+])
+def test_module_refuses_bad_arguments_clearly(args, message, capsys):
+    failed, result = run_module(victor_host_info, args, capsys)
+    assert failed and message in result["msg"]
+    assert "secret" not in json.dumps(result)
+
+
+def test_module_reports_the_sections_asked_for_and_changes_nothing(database, capsys):
+    for check_mode in (False, True):
+        failed, result = run_module(victor_host_info, {"sections": ["database", "memory"], "db": database,
+                                                       "service": "victor-api-test-absent"}, capsys, check_mode)
+        assert not failed and result["changed"] is False
+        report = result["report"]
+        assert report["database"]["probe"]["writable"] and report["memory"]["top"]
+        assert "service" not in report and "health" not in report
+
+
+def test_sqlite_clear_locks_ends_the_foreign_holder_and_check_mode_only_lists_it(database, locker, capsys):
+    holder = locker()
+    args = {"engine": "sqlite", "path": database, "operations": ["clear_locks"], "service": "victor-api-test-absent",
+            "lock_grace": 2}
+    failed, result = run_module(victor_db_maintenance, args, capsys, check_mode=True)
+    assert not failed and result["changed"] is True
+    assert result["report"]["clear_locks"]["would_terminate"] == [holder.pid] and holder.poll() is None
+    failed, result = run_module(victor_db_maintenance, args, capsys)
+    assert not failed and result["changed"] is True
+    assert result["report"]["clear_locks"]["terminated"] == [holder.pid]
+    holder.wait(10)
+    assert diag.section_database(_args(db=database), unit_pids=set())["probe"]["writable"]
+    failed, result = run_module(victor_db_maintenance, args, capsys)
+    assert not failed and result["changed"] is False and result["report"]["clear_locks"]["holders"] == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process as another uid and gid")
@@ -333,8 +361,7 @@ def redis_url():
         proc.wait()
 
 
-def test_redis_at_its_limit_is_cleared_by_pattern_only(redis_url, monkeypatch):
-    monkeypatch.setenv("VICTOR_RUNBOOK_REDIS_URL", redis_url)
+def test_redis_at_its_limit_is_cleared_by_pattern_only(redis_url):
     client = diag.Redis(redis_url, 2.0)
     client.call("SET", "session:keep", "a")
     client.call("CONFIG", "SET", "maxmemory", "0")
@@ -343,22 +370,22 @@ def test_redis_at_its_limit_is_cleared_by_pattern_only(redis_url, monkeypatch):
     client.call("CONFIG", "SET", "maxmemory", "2mb")
     with pytest.raises(diag.RedisError, match="OOM"):
         client.call("SET", "victor:cache:more", "x")
-    counted = diag.section_redis(_args(redis_pattern="victor:cache:*", redis_batch=100, redis_clear=False))
+    counted = diag.section_redis(_args(redis_url=redis_url, redis_pattern="victor:cache:*", redis_batch=100))
     assert counted["ok"] and counted["matching_keys"] == 3000 and counted["keys"] == 3001
     assert counted["used_percent_of_max"] > 100 and counted["maxmemory_policy"] == "noeviction"
-    assert "removed_keys" not in counted and client.call("DBSIZE") == 3001
-    cleared = diag.section_redis(_args(redis_pattern="victor:cache:*", redis_batch=100, redis_clear=True))
-    assert cleared["removed_keys"] == 3000 and cleared["changed"]
+    assert client.call("DBSIZE") == 3001  # inspection never removes
+    # the runbook clears with victor_db_maintenance (redis-py), the same SCAN + UNLINK as everywhere
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    changed, results = db_maintenance_redis.run_operations({"host": "127.0.0.1", "port": port}, ["clear"], pattern="victor:cache:*",
+                                                           scan_count=100)
+    assert changed and results["clear"]["removed"] == 3000
     assert client.call("DBSIZE") == 1 and client.call("GET", "session:keep") == b"a"
-    after = diag.section_redis(_args(redis_pattern="victor:cache:*", redis_batch=100, redis_clear=False))
+    after = diag.section_redis(_args(redis_url=redis_url, redis_pattern="victor:cache:*", redis_batch=100))
     assert after["used_memory"] < counted["used_memory"] and after["matching_keys"] == 0
 
 
-def test_redis_errors_are_reported_not_raised(monkeypatch):
-    monkeypatch.delenv("VICTOR_RUNBOOK_REDIS_URL", raising=False)
-    assert diag.section_redis(_args(redis_pattern="", redis_batch=10, redis_clear=False))["error"] == "no Redis URL configured"
-    monkeypatch.setenv("VICTOR_RUNBOOK_REDIS_URL", "http://127.0.0.1:1/")
-    assert "redis://" in diag.section_redis(_args(redis_pattern="", redis_batch=10, redis_clear=False))["error"]
-    monkeypatch.setenv("VICTOR_RUNBOOK_REDIS_URL", "redis://127.0.0.1:1/0")
-    result = diag.section_redis(_args(redis_pattern="", redis_batch=10, redis_clear=False))
+def test_redis_errors_are_reported_not_raised():
+    assert diag.section_redis(_args(redis_pattern="", redis_batch=10))["error"] == "no Redis URL configured"
+    assert "redis://" in diag.section_redis(_args(redis_url="http://127.0.0.1:1/", redis_pattern="", redis_batch=10))["error"]
+    result = diag.section_redis(_args(redis_url="redis://127.0.0.1:1/0", redis_pattern="", redis_batch=10))
     assert not result["ok"] and result["error"]

@@ -1,19 +1,17 @@
-"""The read-only probes the victor_maintenance role runs on the Victor host."""
+"""The read-only maintenance probes of victor_host_info (module_utils/host_probe.py) that the victor_maintenance role runs."""
+import functools
 import datetime
 import http.server
-import importlib.util
-import json
 import os
 import threading
 import time
-from pathlib import Path
 
+import module_runner
 import pytest
 
-PROBE = Path(__file__).resolve().parents[2] / 'roles' / 'victor_maintenance' / 'files' / 'victor_maintenance_probe.py'
-SPEC = importlib.util.spec_from_file_location('victor_maintenance_probe', str(PROBE))
-probe = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(probe)
+
+from ansible_collections.victor.ops.plugins.module_utils import host_probe as probe
+from ansible_collections.victor.ops.plugins.modules import victor_host_info
 
 
 def _stamp(hours_ago):
@@ -49,15 +47,14 @@ def test_capacity_growth_against_the_previous_report(tmp_path):
     (tmp_path / 'logs').mkdir()
     (tmp_path / 'logs' / 'a.log').write_bytes(b'y' * 500)
     then = (datetime.datetime.utcnow() - datetime.timedelta(days=15)).strftime('%Y-%m-%dT%H:%M:%SZ')
-    previous = json.dumps({'time': then, 'sizes': {'db': 1000, 'logs': 500, 'gone': 7}})
-    result = probe.capacity(['--previous=' + previous, 'db=%s' % (tmp_path / 'db'), 'logs=%s' % (tmp_path / 'logs'),
-                             'missing=%s' % (tmp_path / 'nope')])
+    previous = {'time': then, 'sizes': {'db': 1000, 'logs': 500, 'gone': 7}}
+    result = probe.capacity({'db': str(tmp_path / 'db'), 'logs': str(tmp_path / 'logs'), 'missing': str(tmp_path / 'nope')}, previous)
     assert result['sizes'] == {'db': 3000, 'logs': 500, 'missing': None}
     assert result['growth']['bytes'] == {'db': 2000, 'logs': 0}
     assert result['growth']['bytes_per_30_days']['db'] == pytest.approx(4000, rel=0.01)
     assert result['growth']['previous'] == then
     assert 0 < result['filesystem']['used_pct'] <= 100
-    assert probe.capacity(['--previous={}', 'db=%s' % (tmp_path / 'db')])['growth']['previous'] is None
+    assert probe.capacity({'db': str(tmp_path / 'db')}, {})['growth']['previous'] is None
 
 
 def test_permissions_findings(tmp_path):
@@ -70,7 +67,8 @@ def test_permissions_findings(tmp_path):
     os.chmod(backups / 'ok.tar.zst', 0o600)
     (backups / 'open.tar.zst').write_text('a')
     os.chmod(backups / 'open.tar.zst', 0o664)
-    result = probe.permissions(['0600:%s' % env, '0640:%s' % backups, '0600:%s' % (tmp_path / 'absent')])
+    result = probe.permissions([{'mode': '0600', 'path': str(env)}, {'mode': '0640', 'path': str(backups)},
+                                {'mode': '0600', 'path': str(tmp_path / 'absent')}])
     assert sorted(f['path'] for f in result['findings']) == [str(backups / 'open.tar.zst'), str(env)]
     assert result['checked'] == 3 and result['missing'] == [str(tmp_path / 'absent')]
 
@@ -116,6 +114,37 @@ def test_capacity_disk_figure_is_dfs_and_the_health_checks(tmp_path, monkeypatch
         f_frsize, f_blocks, f_bfree, f_bavail = 4096, 1000, 600, 500
 
     monkeypatch.setattr(os, 'statvfs', lambda _path: Vfs)
-    result = probe.capacity(['state=%s' % tmp_path])['filesystem']
+    result = probe.capacity({'state': str(tmp_path)})['filesystem']
     assert result['used_pct'] == health.disk_usage_percent(str(tmp_path)) == round(100 * 400 / 900, 1)
     assert result['free_bytes'] == 500 * 4096 and result['used_bytes'] == 400 * 4096
+
+
+_module = functools.partial(module_runner.run_module, victor_host_info)
+
+
+def test_module_runs_the_probes_read_only_and_in_check_mode(tmp_path, capsys):
+    (tmp_path / 'logs').mkdir()
+    (tmp_path / 'logs' / 'victor.log').write_text('%s,001 - victor.api - ERROR - boom\n' % _stamp(1))
+    (tmp_path / 'victor.env').write_text('A=1\n')
+    os.chmod(tmp_path / 'victor.env', 0o644)
+    args = {'sections': ['log_summary', 'capacity', 'permissions'], 'log_dir': str(tmp_path / 'logs'), 'log_days': 7,
+            'capacity_paths': {'logs': str(tmp_path / 'logs'), 'state': str(tmp_path)}, 'capacity_filesystem_of': 'state',
+            'permission_rules': [{'mode': '0600', 'path': str(tmp_path / 'victor.env')}], '_ansible_check_mode': True}
+    failed, result = _module(args, capsys)
+    assert not failed and result['changed'] is False
+    report = result['report']
+    assert report['log_summary']['counts']['ERROR'] == 1
+    assert report['capacity']['filesystem']['path'] == str(tmp_path) and report['capacity']['sizes']['logs'] > 0
+    assert [f['path'] for f in report['permissions']['findings']] == [str(tmp_path / 'victor.env')]
+    assert 'service' not in report  # no systemctl call for probes
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'sections': ['log_summary']}, 'section log_summary needs log_dir'),
+    ({'sections': ['latency'], 'latency_url': 'file:///etc/passwd'}, 'latency_url must start with http'),
+    ({'sections': ['capacity'], 'capacity_paths': {'a': '/'}, 'capacity_filesystem_of': 'b'}, 'capacity_filesystem_of must be'),
+    ({'sections': ['permissions'], 'permission_rules': [{'mode': 'rw', 'path': '/tmp'}]}, 'mode must be octal'),
+])
+def test_module_refuses_bad_probe_arguments(args, message, capsys):
+    failed, result = _module(args, capsys)
+    assert failed and message in result['msg']

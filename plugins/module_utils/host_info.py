@@ -1,9 +1,10 @@
+# -*- coding: utf-8 -*-
 # Copyright: victor.ops contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Diagnostics (and the one remediation that needs care) for the victor.ops runbooks.
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Read-only inspection of a Victor API host, for victor_host_info (the runbooks' diagnostics)
+and the SQLite lock clearing of victor_db_maintenance (terminate_foreign_holders).
 
-Run on a Victor API host by ansible.builtin.script (python3, standard library only).
-Prints one JSON document. Sections, chosen with --sections:
+Sections (collect(args) with args.sections):
 
   service   systemd state of the unit and the processes in its control group
   health    GET /health: status code, JSON answer, latency, error
@@ -13,38 +14,38 @@ Prints one JSON document. Sections, chosen with --sections:
   database  the SQLite state database: size, WAL, processes holding it open (in the
             unit or not), and a write probe (BEGIN IMMEDIATE) run as the file's owner
   logs      what Victor wrote in a time window: ERROR/CRITICAL entries of victor.log,
-            chat requests (user_prompt events of usage.jsonl or turns started in
-            victor.log, whichever is more), rate-limit entries (429)
-            per provider, slow requests (prompt to response); also for the same span
-            before --since (the last deploy) so a rise after it shows
-  cpu       CPU of the unit's processes, sampled --cpu-samples times every
-            --cpu-interval seconds (percent of one core)
-  redis     Redis INFO (memory vs maxmemory, evictions, clients) of the URL in the
-            environment variable VICTOR_RUNBOOK_REDIS_URL (never on the command line),
-            and how many keys match --redis-pattern (SCAN)
+            chat requests, rate-limit entries (429) per provider, slow requests; also
+            for the same span before args.since (the last deploy)
+  cpu       CPU of the unit's processes, sampled args.cpu_samples times every
+            args.cpu_interval seconds (percent of one core)
+  redis     Redis INFO (memory vs maxmemory, evictions, clients) of args.redis_url and how
+            many keys match args.redis_pattern (SCAN), over RESP with the standard library
 
---redis-clear removes the keys matching --redis-pattern (SCAN + UNLINK, in batches of
---redis-batch; never KEYS, never FLUSHALL).
---terminate-foreign-holders ends the processes outside the unit that hold the database
-open (SIGTERM, then SIGKILL after --grace seconds), re-checking each before signalling.
-Everything else only reads.
+args is any object with the attributes of victor_host_info's options.  Standard library only.
 """
-import argparse
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import datetime
 import json
 import os
 import re
 import signal
 import socket
+import ssl
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
+
+from ansible.module_utils.urls import open_url
+
 
 SECTIONS = ("service", "health", "port", "errors", "memory", "database", "logs", "cpu", "redis")
+UNIT_SECTIONS = ("service", "port", "memory", "database", "cpu")
 SHOW_PROPERTIES = ("ActiveState", "SubState", "MainPID", "NRestarts", "Result", "ExecMainStatus",
                    "ExecMainCode", "ControlGroup", "ActiveEnterTimestamp", "LoadState", "UnitFileState")
 ERROR_RE = re.compile(r"\b(error|exception|traceback|critical|fatal)\b", re.IGNORECASE)
@@ -131,7 +132,7 @@ def section_health(args):
     result = {"url": url, "ok": False, "status_code": None, "body": None, "error": None, "latency_ms": None}
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=args.timeout) as response:  # noqa: S310 - http to the host's own API
+        with open_url(url, timeout=args.timeout, use_proxy=False) as response:  # the host's own API, never through a proxy
             raw = response.read(65536).decode("utf-8", "replace")
             result["status_code"] = response.status
     except urllib.error.HTTPError as exc:
@@ -557,7 +558,7 @@ class Redis:
             raise RedisError("the Redis URL must start with redis:// or rediss://")
         self.sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=timeout)
         if parts.scheme == "rediss":
-            import ssl
+
             self.sock = ssl.create_default_context().wrap_socket(self.sock, server_hostname=parts.hostname)
         self.reader = self.sock.makefile("rb")
         if parts.password:
@@ -619,7 +620,7 @@ def _redis_info(client):
 
 
 def section_redis(args):
-    url = os.environ.get("VICTOR_RUNBOOK_REDIS_URL", "")
+    url = args.redis_url or ""
     parts = urllib.parse.urlsplit(url)
     result = {"target": "%s:%s" % (parts.hostname, parts.port or 6379) if url else None, "ok": False, "error": None,
               "pattern": args.redis_pattern, "matching_keys": None}
@@ -632,16 +633,6 @@ def section_redis(args):
         result.update(_redis_info(client))
         if args.redis_pattern:
             result["matching_keys"] = sum(len(keys) for keys in client.scan(args.redis_pattern, args.redis_batch))
-        if args.redis_clear and args.redis_pattern:
-            removed = 0
-            for keys in client.scan(args.redis_pattern, args.redis_batch):
-                if keys:
-                    try:
-                        removed += client.call("UNLINK", *keys)
-                    except RedisError:  # before Redis 4: no UNLINK
-                        removed += client.call("DEL", *keys)
-            result["removed_keys"] = removed
-            result["changed"] = removed > 0
         result["ok"] = True
     except (OSError, RedisError, ValueError) as exc:
         result["error"] = str(exc)
@@ -651,7 +642,8 @@ def section_redis(args):
 def collect(args):
     report = {"collected_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), "hostname": socket.gethostname(),
               "sections": args.sections}
-    service = section_service(args)
+    # the unit's processes matter to these sections only (systemctl is not run for the others)
+    service = section_service(args) if set(args.sections) & set(UNIT_SECTIONS) else {}
     unit_pids = set(service.get("pids", []))
     sections = {"service": lambda: service, "health": lambda: section_health(args),
                 "port": lambda: section_port(args, unit_pids), "errors": lambda: section_errors(args),
@@ -661,53 +653,4 @@ def collect(args):
     for name, section in sections.items():
         if name in args.sections:
             report[name] = section()
-    if "redis" in report:
-        report["changed"] = report["redis"].get("changed", False)
-    if args.terminate_foreign_holders:
-        report["cleared"] = terminate_foreign_holders(args.db, unit_pids, args.grace)
-        report["changed"] = report["cleared"]["changed"]
     return report
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--service", default="victor-api")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--health-path", default="/health")
-    parser.add_argument("--timeout", type=float, default=5.0)
-    parser.add_argument("--state-dir", default="/var/lib/victor")
-    parser.add_argument("--db", default="")
-    parser.add_argument("--db-timeout", type=float, default=2.0)
-    parser.add_argument("--journal-lines", type=int, default=200)
-    parser.add_argument("--error-limit", type=int, default=50)
-    parser.add_argument("--top", type=int, default=10)
-    parser.add_argument("--sections", default="service,health")
-    parser.add_argument("--terminate-foreign-holders", action="store_true")
-    parser.add_argument("--grace", type=float, default=5.0)
-    parser.add_argument("--window-minutes", type=float, default=15.0)
-    parser.add_argument("--since", default="")
-    parser.add_argument("--slow-seconds", type=float, default=30.0)
-    parser.add_argument("--cpu-samples", type=int, default=10)
-    parser.add_argument("--cpu-interval", type=float, default=1.0)
-    parser.add_argument("--redis-pattern", default="")
-    parser.add_argument("--redis-batch", type=int, default=500)
-    parser.add_argument("--redis-clear", action="store_true")
-    args = parser.parse_args(argv)
-    args.sections = [s for s in args.sections.split(",") if s]
-    unknown = set(args.sections) - set(SECTIONS)
-    if unknown:
-        parser.error("unknown sections: %s" % ", ".join(sorted(unknown)))
-    if not args.db:
-        args.db = os.path.join(args.state_dir, ".victor", "victor.db")
-    return args
-
-
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    print(json.dumps(collect(args), sort_keys=True))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
