@@ -12,14 +12,15 @@ import pytest
 
 from ansible_collections.victor.ops.plugins.module_utils import postgres_common as pc
 from ansible_collections.victor.ops.plugins.module_utils.health import health_argument_spec
-from ansible_collections.victor.ops.plugins.modules import victor_backup, victor_db_maintenance
+from ansible_collections.victor.ops.plugins.module_utils import backup as bk
+from ansible_collections.victor.ops.plugins.modules import victor_db_maintenance
 
 SECRET = 'S3CR3T:pw'
 
 
 def test_every_connecting_module_takes_the_common_options():
     common = pc.postgres_common_argument_spec()
-    specs = {'victor_backup': victor_backup.argument_spec(), 'victor_db_maintenance': victor_db_maintenance.argument_spec(),
+    specs = {'victor_backup': bk.argument_spec(), 'victor_db_maintenance': victor_db_maintenance.argument_spec(),
              'victor_health': health_argument_spec()['postgres']['options']}
     for name, spec in specs.items():
         for option, definition in common.items():
