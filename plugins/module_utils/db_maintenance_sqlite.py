@@ -325,11 +325,11 @@ def clear_locks(path, service, grace, check_mode=False):
     this module are never signalled.  Check mode lists them only."""
     props = host_info.systemctl_show(service)
     unit_pids = set(host_info.pids_in_cgroup(props.get('ControlGroup', '')))
-    holders = [h for h in host_info.db_holders(path, unit_pids) if not h['in_unit'] and h['pid'] not in (1, os.getpid())]
+    holders = host_info.foreign_holders(path, unit_pids)
     result = {'service': service, 'unit_pids': sorted(unit_pids), 'holders': holders, 'terminated': [], 'killed': []}
     if check_mode:
         result.update(changed=bool(holders), would_terminate=[h['pid'] for h in holders])
         return result
-    cleared = host_info.terminate_foreign_holders(path, unit_pids, grace)
+    cleared = host_info.terminate_foreign_holders(path, unit_pids, grace, holders)
     result.update(terminated=[h['pid'] for h in cleared['terminated']], killed=cleared['killed'], changed=cleared['changed'])
     return result

@@ -374,9 +374,18 @@ def _alive(pid):
         return False
 
 
-def terminate_foreign_holders(path, unit_pids, grace):
-    """SIGTERM, then SIGKILL after `grace` seconds, each process outside the unit holding the database."""
-    targets = [h for h in db_holders(path, unit_pids) if not h["in_unit"] and h["pid"] not in (1, os.getpid())]
+def foreign_holders(path, unit_pids):
+    """The holders of the database that may be signalled: outside the unit, never pid 1 or this process."""
+    return [h for h in db_holders(path, unit_pids) if not h["in_unit"] and h["pid"] not in (1, os.getpid())]
+
+
+def terminate_foreign_holders(path, unit_pids, grace, targets=None):
+    """SIGTERM, then SIGKILL after `grace` seconds, each process outside the unit holding the database.
+
+    targets: foreign_holders(path, unit_pids) when the caller has just listed them (else listed here).
+    """
+    if targets is None:
+        targets = foreign_holders(path, unit_pids)
     terminated, killed = [], []
     for holder in targets:
         try:
