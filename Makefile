@@ -16,8 +16,12 @@ SCENARIOS       := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecu
 # make test runs its stages TEST_JOBS at a time (each stage's output goes to its log);
 # the longest start first so the short ones fill the gaps at the end.
 TEST_JOBS       ?= 4
-SLOW_SCENARIOS  := victor_deploy_lifecycle victor_staging victor_nginx_lb victor_monitoring
-TEST_STAGES     := integration $(addprefix molecule-run-,$(filter $(SLOW_SCENARIOS),$(SCENARIOS))) awx unit \
+SLOW_SCENARIOS  := victor_nginx_lb victor_staging victor_deploy_lifecycle victor_monitoring
+# The integration tests are two stages in make test (each ~10 min alone): the docker deploy tests
+# (image builds, failing gates) and the rest, so neither is the one stage everything waits for.
+INTEGRATION_DEPLOY := tests/integration/test_deploy_docker.py tests/integration/test_deploy_compose.py
+TEST_STAGES     := molecule-run-victor_nginx_lb integration-deploy integration-services \
+                   $(addprefix molecule-run-,$(filter-out victor_nginx_lb,$(filter $(SLOW_SCENARIOS),$(SCENARIOS)))) awx unit \
                    $(addprefix molecule-run-,$(filter-out $(SLOW_SCENARIOS),$(SCENARIOS))) lint sanity
 
 export PATH                     := $(VENV)/bin:$(PATH)
@@ -31,7 +35,7 @@ export ANSIBLE_FORCE_COLOR      := 0
 host-packages:
 	@$(STAGE) host-packages bash -c 'scripts/host_packages.sh 2>&1 | grep -v -e needrestart -e debconf; exit $${PIPESTATUS[0]}'
 
-.PHONY: help test demo fuzz integration awx host-packages venv docker wheelhouse images collection lint sanity unit molecule molecule-dev molecule-destroy molecule-all bench-zero-downtime build clean
+.PHONY: help test demo fuzz integration integration-deploy integration-services awx host-packages venv docker wheelhouse images collection lint sanity unit molecule molecule-dev molecule-destroy molecule-all bench-zero-downtime build clean
 
 help:
 	@sed -n '2,6p' Makefile
@@ -84,6 +88,12 @@ fuzz: venv collection
 ## Tests against real services started on the host (PostgreSQL, Redis, moto, ansible-runner).
 integration: venv collection
 	@$(STAGE) integration bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE $(or $(ARGS),tests/integration)'
+
+integration-deploy: venv collection
+	@$(STAGE) "integration deploy" bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE $(INTEGRATION_DEPLOY)'
+
+integration-services: venv collection
+	@$(STAGE) "integration services" bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE tests/integration $(addprefix --ignore=,$(INTEGRATION_DEPLOY))'
 
 ## A real AWX API server (built once per machine, cached; see docs/awx.md) and
 ## playbooks/awx_configure.yml against it.

@@ -37,8 +37,9 @@ VOLUME = 'victor-ops-itest-data'
 SECRET = 'sk-itest-do-not-print-0123456789'
 DB = '/var/lib/victor/.victor/victor.db'
 Run = namedtuple('Run', 'rc out changed')
-# A start option that makes `victor serve` exit. The timeout also bounds the gate of the
-# automatic rollback, so it must cover Victor's start-up on a loaded machine.
+# A start option that makes `victor serve` exit (the gate sees the container exit after one
+# round). The timeout also bounds the gate of the automatic rollback, so it must cover
+# Victor's start-up on a loaded machine.
 BAD_START = ['-e', '{"victor_deploy_docker_serve_args": ["--no-such-option"], "victor_deploy_health_timeout": 60}']
 
 
@@ -151,6 +152,8 @@ def test_failing_first_deploy_leaves_nothing_running(env):
     rc, out = _play(env, 'deploy.yml', *BAD_START, version='0.9.4')[:2]
     assert rc != 0
     assert 'no previous release to roll back to (first deploy; the container was removed)' in out, out[-3000:]
+    # the gate saw the container exit and did not wait out victor_deploy_health_timeout
+    assert 'Health gate failed: container %s exited or restarted' % CONTAINER in out, out[-3000:]
     assert _container() is None
     assert _fact(env) is None
     assert _images() == ['0.9.4']  # the image is fine; only the start option was bad
@@ -223,6 +226,7 @@ def test_unhealthy_deploy_rolls_back(env):
     assert rc != 0
     assert 'Deploy of victor-ai 0.9.5 on localhost failed' in out, out[-3000:]
     assert 'Rolled back automatically to 0.9.4, which passed the health gate again' in out, out[-3000:]
+    assert 'Health gate failed: container %s exited or restarted' % CONTAINER in out, out[-3000:]
     assert _health(env) == {'status': 'healthy', 'version': '0.9.4'}
     info = _container()
     assert info['Config']['Image'] == IMAGE + ':0.9.4'
