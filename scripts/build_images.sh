@@ -44,9 +44,6 @@ build() {  # build IMAGE DOCKERFILE CONTEXT HASH [build args...]
 
 systemd_hash=$(sha256sum tests/images/systemd/Dockerfile | cut -c1-16)
 build "$SYSTEMD" tests/images/systemd/Dockerfile tests/images/systemd "$systemd_hash"
-# apt's cache_valid_time must see the emptied package lists as stale (see the Dockerfile).
-[ "$(docker run --rm --entrypoint stat "$SYSTEMD" -c %Y /var/lib/apt/lists)" = 0 ] \
-  || { echo "images: $SYSTEMD has /var/lib/apt/lists dated after 1970; apt would not update it" >&2; exit 1; }
 
 [ -f "$WHEELHOUSE/.complete-$VICTOR_VERSION" ] || { echo "images: wheelhouse for $VICTOR_VERSION missing; run make wheelhouse" >&2; exit 1; }
 victor_hash=$( (cat tests/images/victor/Dockerfile; echo "$systemd_hash $VICTOR_VERSION"; ls "$WHEELHOUSE") | sha256sum | cut -c1-16)
