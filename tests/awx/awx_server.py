@@ -202,7 +202,9 @@ class Build:
         self.src.mkdir()
         for archive in self.found.values():
             with tarfile.open(archive) as tar:
-                tar.extractall(self.src, filter="data")
+                # filter= exists from 3.11.4 (Debian 12 has 3.11.2); the archives are the vendored,
+                # hashed ones (cache key)
+                tar.extractall(self.src, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         awx_src = self.awx_src
         (awx_src / "VERSION").write_text(AWX_VERSION + "\n")
         self.write_settings()
