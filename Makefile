@@ -9,9 +9,10 @@ SHELL := /bin/bash
 
 VENV            := $(CURDIR)/.venv
 # The tool venv's interpreter: Debian's python3 (3.11, built with PGO and LTO, the managed
-# nodes' interpreter too) when present; a pyenv build without --enable-optimizations ran
-# ansible-playbook's local modules 13 % slower (measured 2026-12-03).
-PYTHON          ?= $(or $(wildcard /usr/bin/python3),python3)
+# nodes' interpreter too) when it can make venvs (python3-venv); a pyenv build without
+# --enable-optimizations ran ansible-playbook's local modules 13 % slower (measured
+# 2026-12-03). Otherwise the python3 on PATH. Expanded only where a target uses it.
+PYTHON          ?= $(or $(shell /usr/bin/python3 -c 'import ensurepip' 2>/dev/null && echo /usr/bin/python3),python3)
 STAGE           := scripts/stage.sh
 COLLECTIONS_DIR := $(CURDIR)/.cache/collections
 COLLECTION_LINK := $(COLLECTIONS_DIR)/ansible_collections/victor/ops
