@@ -44,6 +44,23 @@ def test_install_resolves_dependencies_from_the_bundled_collections(tarball, tmp
     assert doc.returncode == 0 and 'victor_backup' in doc.stdout, doc.stderr
 
 
+def test_installed_playbooks_resolve_every_module_from_the_dependencies(tarball, tmp_path):
+    # --syntax-check resolves every task's action: a module of an undeclared collection fails here
+    target = tmp_path / 'collections'
+    installed = _run(['ansible-galaxy', 'collection', 'install', '--offline', '-p', str(target), str(tarball)],
+                     '%s:%s' % (target, BUNDLED))
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    root = target / 'ansible_collections' / 'victor' / 'ops' / 'playbooks'
+    names = sorted('victor.ops.' + str(p.relative_to(root).with_suffix('')).replace('/', '.')
+                   for p in root.glob('**/*.yml') if p.parent.name not in ('tasks', 'vars'))
+    assert 'victor.ops.monthly_maintenance' in names and 'victor.ops.runbooks.api_server_down' in names, names
+    checked = _run(['ansible-playbook', '--syntax-check', '-i', 'localhost,'] + names, '%s:%s' % (target, BUNDLED))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # without the bundled collections the dependencies are missing: the same check fails naming one
+    alone = _run(['ansible-playbook', '--syntax-check', '-i', 'localhost,', 'victor.ops.provision_staging'], str(target))
+    assert alone.returncode != 0 and 'community.postgresql' in alone.stdout + alone.stderr, alone.stdout + alone.stderr
+
+
 def test_install_without_the_dependencies_fails_naming_them(tarball, tmp_path):
     target = tmp_path / 'collections'
     installed = _run(['ansible-galaxy', 'collection', 'install', '--offline', '-p', str(target), str(tarball)],
