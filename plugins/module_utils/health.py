@@ -431,8 +431,11 @@ class _SafeRedirectHandler(HTTPRedirectHandler):
         return new
 
 
-def http_get(url, headers=None, timeout=10.0, validate_certs=True, ca_path=None, use_proxy=True):
-    """GET url within timeout seconds in total; an Answer (code, body, elapsed ms, error or None, content type)."""
+def http_get(url, headers, timeout, validate_certs, ca_path, use_proxy):
+    """GET url within timeout seconds in total; an Answer (code, body, elapsed ms, error or None, content type).
+
+    The arguments are the http option's (http_options()); their defaults live in the argument spec only.
+    """
     start = time.monotonic()
     secrets = list((headers or {}).values())
 
@@ -529,13 +532,15 @@ def _word_status(word):
     return CRIT
 
 
-def check_http(base_url, path='/health', headers=None, timeout=10.0, validate_certs=True, ca_path=None,
-               use_proxy=True, expected_status=None, expected_version=None, latency_warn_ms=500, latency_crit_ms=2000,
-               fetch=http_get):
-    """GET one path: its status code and JSON status, the version, the latency, the components."""
+def check_http(base_url, path, headers, timeout, validate_certs, ca_path, use_proxy, expected_status, expected_version,
+               latency_warn_ms, latency_crit_ms, fetch=http_get):
+    """GET one path: its status code and JSON status, the version, the latency, the components.
+
+    The arguments are the http option's (http_options()); latency thresholds of None grade no latency.
+    """
     url = join_url(base_url, path)
     label = path or '/'
-    expected_status = list(expected_status or [200])
+    expected_status = list(expected_status)
     problem = url_problem(url)
     if problem:
         return [result('http:%s' % label, CRIT, None, expected_status, problem)]
@@ -600,7 +605,7 @@ def _decode_der_not_after(der):
         os.unlink(path)
 
 
-def check_tls(url, warn_days=30, crit_days=7, timeout=10.0, validate_certs=True, ca_path=None, now=None):
+def check_tls(url, warn_days, crit_days, timeout, validate_certs, ca_path, now=None):
     """Days until the server certificate of an https URL expires."""
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port or 443
@@ -647,7 +652,7 @@ def read_pid_file(path):
     return int(text)
 
 
-def check_service(name, manager, pid_file=None, run_command=None, systemctl=None):
+def check_service(name, manager, pid_file, run_command=None, systemctl=None):
     """The unit is active (systemd) or the pid in pid_file is alive (process)."""
     if manager == 'process':
         label = 'service:%s' % (pid_file or name)
@@ -773,7 +778,7 @@ def check_log(path, window_minutes, last_lines, patterns, warn_count, crit_count
     """
     name = 'log:%s' % path
     threshold = {'warn': warn_count, 'crit': crit_count}
-    regexes = [re.compile(p) for p in (patterns or [DEFAULT_LOG_PATTERN])]
+    regexes = [re.compile(p) for p in patterns]
     if os.path.exists(path) and not os.path.isfile(path):
         return result(name, UNKNOWN, None, threshold, 'log %s is not a regular file' % path), []
     try:
@@ -786,7 +791,6 @@ def check_log(path, window_minutes, last_lines, patterns, warn_count, crit_count
         scope = lines[-last_lines:]
         scope_text = 'last %d lines' % last_lines
     else:
-        window_minutes = window_minutes or 1440
         try:
             since = (now or datetime.datetime.now()) - datetime.timedelta(minutes=window_minutes)
         except OverflowError:  # a window reaching before year 1 covers the whole file
@@ -809,7 +813,7 @@ def check_log(path, window_minutes, last_lines, patterns, warn_count, crit_count
 
 # --------------------------------------------------------------------------- backups
 
-def newest_backup(path, pattern='*', complete_marker=None):
+def newest_backup(path, pattern, complete_marker):
     """(path, mtime) of the newest complete backup under path, or (None, None)."""
     import fnmatch
     best = (None, None)
@@ -852,7 +856,7 @@ def check_backup(path, pattern, complete_marker, warn_age_hours, crit_age_hours,
 
 # --------------------------------------------------------------------------- databases
 
-def check_sqlite(path, missing_ok=False, timeout=5.0):
+def check_sqlite(path, missing_ok, timeout=5.0):
     """PRAGMA quick_check on a database opened through sqlite_ro (never creates or changes a file)."""
     name = 'sqlite:%s' % path
     if not os.path.exists(path):
@@ -1020,7 +1024,13 @@ def run_checks(params, run_command=None, systemctl=None, fetch=http_get):
 
 
 def postgres_options():
-    """The postgres check's options: the common connection options (a quicker timeout, the postgres database) and thresholds."""
+    """The postgres check's options: the common connection options and thresholds.
+
+    Two defaults differ from the common ones on purpose (documented in the victor.ops.postgres
+    fragment's HEALTH, checked by tests/unit/test_postgres_common.py): a health check gives up
+    sooner (connect_timeout 5, also its statement_timeout), and it needs no application database
+    (login_db postgres, which every cluster has).
+    """
     options = postgres_common_argument_spec()
     options['connect_timeout']['default'] = 5
     options['login_db']['default'] = 'postgres'
@@ -1065,9 +1075,9 @@ def health_argument_spec():
         )),
         log=dict(type='dict', options=dict(
             path=dict(type='path', required=True),
-            window_minutes=dict(type='int'),
+            window_minutes=dict(type='int', default=1440),  # last_lines, when given, wins (check_log)
             last_lines=dict(type='int'),
-            patterns=dict(type='list', elements='str'),
+            patterns=dict(type='list', elements='str', default=[DEFAULT_LOG_PATTERN]),
             warn_count=dict(type='int', default=1),
             crit_count=dict(type='int', default=50),
             newest=dict(type='int', default=5),

@@ -21,6 +21,32 @@ from ansible_collections.victor.ops.plugins.module_utils.health import CRIT, DEF
 
 MAX_PERIOD = 24 * 3600  # a watch of more than a day is a typo
 MAX_READ = 16 * 1024 * 1024  # bytes of new log read per poll; more is counted from its tail
+# What every poll asks besides url, path, timeout and expected_version. victor_watch has no options for
+# these (its documentation says so): a 200 answer, https certificates verified against the system's CAs,
+# the environment's http(s)_proxy honoured, no extra headers, no latency grading.
+POLL_REQUEST = dict(headers={}, validate_certs=True, ca_path=None, use_proxy=True, expected_status=[200],
+                    latency_warn_ms=None, latency_crit_ms=None)
+
+
+def watch_argument_spec():
+    """victor_watch's options; the defaults are written here only (the module's DOCUMENTATION repeats them)."""
+    return dict(
+        url=dict(type='str', required=True),
+        path=dict(type='str', default='/health'),
+        expected_version=dict(type='str', default=''),
+        period=dict(type='int', required=True),
+        interval=dict(type='int', default=10),
+        timeout=dict(type='float', default=5.0),
+        max_health_failures=dict(type='int', default=3),
+        log_path=dict(type='path'),
+        log_patterns=dict(type='list', elements='str', default=[DEFAULT_LOG_PATTERN]),
+        max_errors=dict(type='int', default=20),
+    )
+
+
+def log_patterns(params):
+    """The log_patterns to count: an empty (or absent) list means the argument spec's default."""
+    return params.get('log_patterns') or watch_argument_spec()['log_patterns']['default']
 
 
 def validate(params):
@@ -47,9 +73,9 @@ def validate(params):
 class LogFollower:
     """Error lines appended to a log since the follower was created."""
 
-    def __init__(self, path, patterns=None):
+    def __init__(self, path, patterns):
         self.path = path
-        self.regexes = [re.compile(p) for p in (patterns or [DEFAULT_LOG_PATTERN])]
+        self.regexes = [re.compile(p) for p in patterns]
         self.offset = self._size()
         self.partial = b''
         self.errors = 0
@@ -89,7 +115,7 @@ class LogFollower:
 
 def health_poll(url, path, expected_version, timeout, fetch=None):
     """(ok, message) of one GET of the health path: healthy status and, if given, the version."""
-    kwargs = dict(timeout=timeout, expected_version=expected_version or None, latency_warn_ms=None, latency_crit_ms=None)
+    kwargs = dict(POLL_REQUEST, timeout=timeout, expected_version=expected_version or None)
     if fetch is not None:
         kwargs['fetch'] = fetch
     checks = check_http(url, path, **kwargs)
@@ -101,7 +127,7 @@ def health_poll(url, path, expected_version, timeout, fetch=None):
 
 def watch(params, clock=time.monotonic, sleep=time.sleep, fetch=None):
     """Watch for params['period'] seconds; stop at the first breach. Returns the module's result."""
-    follower = LogFollower(params.get('log_path'), params.get('log_patterns'))
+    follower = LogFollower(params.get('log_path'), log_patterns(params))
     started = clock()
     polls = failures_in_row = health_failures = 0
     reason = ''

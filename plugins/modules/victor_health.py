@@ -160,9 +160,9 @@ options:
   log:
     description:
       - Count error lines in Victor's log (C(log:<path>)) and return the newest in RV(log_lines).
-      - Lines are scoped by O(log.window_minutes) (default 1440, by the log's leading
-        C(YYYY-MM-DD HH:MM:SS) local timestamps; traceback lines take the time of the line
-        before them) or by O(log.last_lines).
+      - Lines are scoped by O(log.last_lines) when it is given, else by O(log.window_minutes) (by the log's
+        leading C(YYYY-MM-DD HH:MM:SS) local timestamps; traceback lines take the time of the line
+        before them).
     type: dict
     suboptions:
       path:
@@ -170,15 +170,21 @@ options:
         type: path
         required: true
       window_minutes:
-        description: Only lines from the last this many minutes (at most ten years). Exclusive with O(log.last_lines).
+        description:
+          - Only lines from the last this many minutes (at most ten years).
+          - Exclusive with O(log.last_lines); the default applies when O(log.last_lines) is not given.
         type: int
+        default: 1440
       last_lines:
         description: Only the last this many lines.
         type: int
       patterns:
-        description: Regular expressions of error lines; default matches C(ERROR), C(CRITICAL) and C(Traceback).
+        description:
+          - Regular expressions of error lines; the default matches C(ERROR), C(CRITICAL) and C(Traceback).
+          - An empty list means the default.
         type: list
         elements: str
+        default: ['\b(ERROR|CRITICAL)\b|^Traceback \(most recent call last\)']
       warn_count:
         description: Warn when at least this many lines match.
         type: int

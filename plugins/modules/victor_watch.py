@@ -22,6 +22,8 @@ description:
   - The watch ends early at the first breach - O(max_health_failures) failed polls in a row, or
     O(max_errors) error lines - and returns RV(breached=true) with the reason. The module never fails on
     a breach, the caller decides (playbook deploy.yml rolls back, or switches the load balancers back).
+  - A poll sends no extra headers, verifies the certificate of an https O(url) against the system's CAs and
+    honours C(http_proxy)/C(https_proxy) from the environment; use M(victor.ops.victor_health) for other settings.
   - The module only reads. It never reports C(changed) and runs the same in check mode.
 author:
   - victor.ops maintainers (@victor-ops)
@@ -68,9 +70,12 @@ options:
     description: Victor's log, for example C(/var/lib/victor/.victor/logs/victor.log); omit to watch /health only.
     type: path
   log_patterns:
-    description: Regular expressions of error lines; default matches C(ERROR), C(CRITICAL) and C(Traceback).
+    description:
+      - Regular expressions of error lines; the default matches C(ERROR), C(CRITICAL) and C(Traceback).
+      - An empty list means the default.
     type: list
     elements: str
+    default: ['\b(ERROR|CRITICAL)\b|^Traceback \(most recent call last\)']
   max_errors:
     description: Error lines appended to O(log_path) during the watch that are a breach.
     type: int
@@ -141,25 +146,11 @@ seconds:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.victor.ops.plugins.module_utils.health import url_problem
 from ansible_collections.victor.ops.plugins.module_utils.redact import url_secrets
-from ansible_collections.victor.ops.plugins.module_utils.watch import validate, watch
+from ansible_collections.victor.ops.plugins.module_utils.watch import validate, watch, watch_argument_spec
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            url=dict(type='str', required=True),
-            path=dict(type='str', default='/health'),
-            expected_version=dict(type='str', default=''),
-            period=dict(type='int', required=True),
-            interval=dict(type='int', default=10),
-            timeout=dict(type='float', default=5.0),
-            max_health_failures=dict(type='int', default=3),
-            log_path=dict(type='path'),
-            log_patterns=dict(type='list', elements='str'),
-            max_errors=dict(type='int', default=20),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=watch_argument_spec(), supports_check_mode=True)
     module.no_log_values.update(url_secrets(module.params['url']))
     problems = validate(module.params)
     if not module.params['path'].startswith('/'):

@@ -14,14 +14,18 @@ import pytest
 from ansible_collections.victor.ops.plugins.module_utils import health
 
 
-def _as_module(option, function):
-    """function called as the module calls it: the argument spec's defaults for the options a test leaves out."""
+def _as_module(options, function):
+    """function called as the module calls it: the argument spec's defaults (of the dict option, or options,
+    named) for the parameters a test leaves out. The functions have no defaults of their own."""
     import inspect
     parameters = inspect.signature(function).parameters
+    options = (options,) if isinstance(options, str) else options
 
     def call(*args, **kwargs):
         given = inspect.signature(function).bind_partial(*args, **kwargs).arguments
-        defaults = dict((k, v) for k, v in health.option_defaults(option).items() if k in parameters)
+        defaults = {}
+        for option in reversed(options):  # the first option named wins
+            defaults.update((k, v) for k, v in health.option_defaults(option).items() if k in parameters)
         return function(**dict(defaults, **given))
     return call
 
@@ -32,6 +36,9 @@ check_memory = _as_module('memory', health.check_memory)
 check_log = _as_module('log', health.check_log)
 check_backup = _as_module('backup', health.check_backup)
 check_fleet = _as_module('fleet', health.check_fleet)
+check_http = _as_module('http', health.check_http)
+check_tls = _as_module(('tls', 'http'), health.check_tls)  # timeout, validate_certs and ca_path are http's
+check_sqlite = _as_module('sqlite', health.check_sqlite)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -165,7 +172,7 @@ def test_validate_params_accepts_defaults():
 # ----------------------------------------------------------------- HTTP
 
 def test_http_healthy_with_version(server):
-    checks = _by_name(health.check_http(server, '/health', expected_version='0.9.5'))
+    checks = _by_name(check_http(server, '/health', expected_version='0.9.5'))
     assert checks['http:/health']['status'] == 'ok'
     assert checks['http:/health']['value'] == 200
     assert checks['latency:/health']['status'] == 'ok'
@@ -174,80 +181,80 @@ def test_http_healthy_with_version(server):
 
 
 def test_http_version_mismatch_is_crit(server):
-    check = _by_name(health.check_http(server, '/health', expected_version='0.9.4'))['version:/health']
+    check = _by_name(check_http(server, '/health', expected_version='0.9.4'))['version:/health']
     assert check['status'] == 'crit'
     assert 'running 0.9.5, expected 0.9.4' in check['message']
 
 
 def test_http_degraded_status_word_warns(server):
-    assert _by_name(health.check_http(server, '/degraded'))['http:/degraded']['status'] == 'warn'
+    assert _by_name(check_http(server, '/degraded'))['http:/degraded']['status'] == 'warn'
 
 
 def test_http_error_code_is_crit_with_body(server):
-    check = _by_name(health.check_http(server, '/broken'))['http:/broken']
+    check = _by_name(check_http(server, '/broken'))['http:/broken']
     assert (check['status'], check['value']) == ('crit', 500)
     assert 'boom' in check['message']
 
 
 def test_http_expected_status_can_be_widened(server):
-    assert _by_name(health.check_http(server, '/broken', expected_status=[200, 500]))['http:/broken']['status'] == 'ok'
+    assert _by_name(check_http(server, '/broken', expected_status=[200, 500]))['http:/broken']['status'] == 'ok'
 
 
 def test_http_plain_body_ok(server):
-    assert _by_name(health.check_http(server, '/plain'))['http:/plain']['status'] == 'ok'
+    assert _by_name(check_http(server, '/plain'))['http:/plain']['status'] == 'ok'
 
 
 def test_http_invalid_json_where_json_is_expected_is_crit(server):
     # issue 13: a 200 answer with a JSON Content-Type and a body that is not JSON counted as healthy
-    check = _by_name(health.check_http(server, '/not-json'))['http:/not-json']
+    check = _by_name(check_http(server, '/not-json'))['http:/not-json']
     assert (check['status'], check['value']) == ('crit', 200)
     assert 'where JSON was expected' in check['message']
 
 
 @pytest.mark.parametrize('warn,crit,expected', [(100, 2000, 'warn'), (50, 100, 'crit'), (3000, 6000, 'ok')])
 def test_http_latency_thresholds(server, warn, crit, expected):
-    check = _by_name(health.check_http(server, '/slow', latency_warn_ms=warn, latency_crit_ms=crit))['latency:/slow']
+    check = _by_name(check_http(server, '/slow', latency_warn_ms=warn, latency_crit_ms=crit))['latency:/slow']
     assert check['status'] == expected
     assert check['value'] >= 300
     assert check['threshold'] == {'warn': warn, 'crit': crit}
 
 
 def test_http_components_reported(server):
-    check = _by_name(health.check_http(server, '/components'))['components:/components']
+    check = _by_name(check_http(server, '/components'))['components:/components']
     assert check['status'] == 'crit'
     assert 'cache' in check['message'] and 'database' not in check['message']
 
 
 def test_http_provider_connectivity_from_status(server):
-    up = _by_name(health.check_http(server, '/status'))['provider:/status']
+    up = _by_name(check_http(server, '/status'))['provider:/status']
     assert (up['status'], up['value']) == ('ok', 'ollama')
-    down = _by_name(health.check_http(server, '/status-down'))['provider:/status-down']
+    down = _by_name(check_http(server, '/status-down'))['provider:/status-down']
     assert (down['status'], down['message']) == ('crit', 'anthropic not connected')
-    assert 'provider:/health' not in _by_name(health.check_http(server, '/health'))
+    assert 'provider:/health' not in _by_name(check_http(server, '/health'))
 
 
 def test_http_bearer_token_sent(server):
     opts = health.http_options({'bearer_token': 's3cret'})
-    assert _by_name(health.check_http(server, '/auth', **opts))['http:/auth']['status'] == 'ok'
-    assert _by_name(health.check_http(server, '/auth'))['http:/auth']['value'] == 401
+    assert _by_name(check_http(server, '/auth', **opts))['http:/auth']['status'] == 'ok'
+    assert _by_name(check_http(server, '/auth'))['http:/auth']['value'] == 401
 
 
 def test_http_unreachable_is_crit_not_exception():
-    checks = _by_name(health.check_http('http://127.0.0.1:%d' % _free_port(), '/health', timeout=2))
+    checks = _by_name(check_http('http://127.0.0.1:%d' % _free_port(), '/health', timeout=2))
     assert checks['http:/health']['status'] == 'crit'
     assert 'cannot reach' in checks['http:/health']['message']
     assert checks['latency:/health']['status'] == 'unknown'
 
 
 def test_http_timeout_is_crit(server):
-    check = _by_name(health.check_http(server, '/slow', timeout=0.05))['http:/slow']
+    check = _by_name(check_http(server, '/slow', timeout=0.05))['http:/slow']
     assert check['status'] == 'crit'
     assert 'failed' in check['message'] or 'no answer' in check['message'] or 'cannot reach' in check['message']
 
 
 @pytest.mark.parametrize('url', ['localhost:8765', 'http://[::1', 'ftp://127.0.0.1/', 'http:///health'])
 def test_http_malformed_url_is_crit(url):
-    check = health.check_http(url, '/health')[0]
+    check = check_http(url, '/health')[0]
     assert check['status'] == 'crit' and check['message']
 
 
@@ -275,18 +282,18 @@ def tls_server(tmp_path_factory):
 
 def test_tls_days_left_with_verification(tls_server):
     url, cert = tls_server
-    check = health.check_tls(url, warn_days=30, crit_days=7, ca_path=cert)
+    check = check_tls(url, warn_days=30, crit_days=7, ca_path=cert)
     assert check['status'] == 'warn', check
     assert 9 < check['value'] <= 10
-    assert health.check_tls(url, warn_days=30, crit_days=11, ca_path=cert)['status'] == 'crit'
-    assert health.check_tls(url, warn_days=5, crit_days=2, ca_path=cert)['status'] == 'ok'
+    assert check_tls(url, warn_days=30, crit_days=11, ca_path=cert)['status'] == 'crit'
+    assert check_tls(url, warn_days=5, crit_days=2, ca_path=cert)['status'] == 'ok'
 
 
 def test_tls_untrusted_is_crit_and_unverified_still_reads_expiry(tls_server):
     url, _cert = tls_server
-    untrusted = health.check_tls(url)
+    untrusted = check_tls(url)
     assert untrusted['status'] == 'crit' and 'not trusted' in untrusted['message']
-    unverified = health.check_tls(url, validate_certs=False)
+    unverified = check_tls(url, validate_certs=False)
     assert unverified['status'] == 'warn' and 9 < unverified['value'] <= 10
 
 
@@ -415,6 +422,21 @@ def test_log_last_lines_and_thresholds(tmp_path):
     assert check_log(str(log), last_lines=1, warn_count=1)[0]['status'] == 'ok'
 
 
+def test_log_defaults_come_from_the_argument_spec(tmp_path):
+    """Without window_minutes or last_lines the last 1440 minutes count; no patterns (or an empty list, as the
+    module completes it) count ERROR, CRITICAL and tracebacks. Both defaults are in the argument spec only."""
+    assert health.option_defaults('log')['window_minutes'] == 1440
+    assert health.option_defaults('log')['patterns'] == [health.DEFAULT_LOG_PATTERN]
+    now = datetime.datetime.now()
+    log = tmp_path / 'victor.log'
+    _write_log(log, now)
+    check, _lines = check_log(str(log), now=now)
+    assert check['value'] == 3 and 'last 1440 minutes' in check['message']  # the 30-hour-old ERROR is outside
+    given = health.complete('log', {'path': str(log), 'patterns': [], 'last_lines': 100})
+    assert given['patterns'] == [health.DEFAULT_LOG_PATTERN]
+    assert health.check_log(now=now, **given)[0]['value'] == 4  # last_lines wins over the window default
+
+
 def test_log_unreadable_is_unknown(tmp_path):
     assert check_log(str(tmp_path / 'missing.log'))[0]['status'] == 'unknown'
     assert check_log(str(tmp_path))[0]['status'] == 'unknown'  # a directory
@@ -471,17 +493,17 @@ def test_sqlite_quick_check_ok_and_read_only(tmp_path):
     connection.commit()
     connection.close()
     before = db.stat().st_mtime_ns
-    assert health.check_sqlite(str(db))['status'] == 'ok'
+    assert check_sqlite(str(db))['status'] == 'ok'
     assert db.stat().st_mtime_ns == before
 
 
 def test_sqlite_corrupt_and_missing(tmp_path):
     bad = tmp_path / 'bad.db'
     bad.write_bytes(b'SQLite format 3\x00' + b'\xff' * 4000)
-    assert health.check_sqlite(str(bad))['status'] == 'crit'
+    assert check_sqlite(str(bad))['status'] == 'crit'
     missing = tmp_path / 'missing.db'
-    assert health.check_sqlite(str(missing))['status'] == 'crit'
-    assert health.check_sqlite(str(missing), missing_ok=True)['status'] == 'ok'
+    assert check_sqlite(str(missing))['status'] == 'crit'
+    assert check_sqlite(str(missing), missing_ok=True)['status'] == 'ok'
     assert not missing.exists()
 
 
@@ -498,7 +520,7 @@ def test_sqlite_detects_damaged_pages(tmp_path):
     for offset in range(2 * page + 100, len(data) - page, 3 * page):  # scribble over b-tree pages
         data[offset:offset + 64] = b'\x00\x11' * 32
     db.write_bytes(bytes(data))
-    check = health.check_sqlite(str(db))
+    check = check_sqlite(str(db))
     assert check['status'] == 'crit', check
 
 
@@ -562,3 +584,20 @@ def test_run_checks_combines_everything(server, tmp_path):
                      'service:victor-api', 'disk:%s' % tmp_path, 'memory', 'log:%s' % log, 'sqlite:%s' % (tmp_path / 'none.db')]
     assert health.verdict(checks) == 'degraded'
     assert len(lines) == 1 and endpoints == []
+
+
+# ----------------------------------------------------------------- one place for defaults
+
+def test_check_functions_repeat_no_argument_spec_default():
+    """Defaults live in the argument spec only: a parameter named after an option of the module has no
+    default of its own (the module, run_checks and the tests pass every value)."""
+    import inspect
+    spec = health.health_argument_spec()
+    mirrors = {health.http_get: ['http'], health.check_http: ['http'], health.check_tls: ['tls', 'http'],
+               health.check_service: ['service'], health.check_disk: ['disk'], health.check_memory: ['memory'],
+               health.check_log: ['log'], health.newest_backup: ['backup'], health.check_backup: ['backup'],
+               health.check_sqlite: ['sqlite']}
+    for function, options in mirrors.items():
+        names = set(name for option in options for name in spec[option]['options'])
+        for name, parameter in inspect.signature(function).parameters.items():
+            assert name not in names or parameter.default is inspect.Parameter.empty, (function.__name__, name)

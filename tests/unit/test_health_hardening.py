@@ -72,6 +72,8 @@ def servers():
 
 
 def _check(url, path, **options):
+    """check_http as the module calls it: the http option's defaults (http_options) for what a test leaves out."""
+    options = dict(health.http_options(None), expected_version=None, **options)
     return dict((c['name'], c) for c in health.check_http(url, path, **options))['http:%s' % path]
 
 
@@ -230,9 +232,9 @@ def test_unit_name_never_reaches_systemctl_as_an_option():
     def run_command(argv):
         calls.append(argv)
         return 0, 'active\n', ''
-    check = health.check_service('--version', 'systemd', run_command=run_command, systemctl='/bin/systemctl')
+    check = health.check_service('--version', 'systemd', None, run_command=run_command, systemctl='/bin/systemctl')
     assert check['status'] == 'crit' and calls == []
-    assert health.check_service('victor-api', 'systemd', run_command=run_command, systemctl='/bin/systemctl')['status'] == 'ok'
+    assert health.check_service('victor-api', 'systemd', None, run_command=run_command, systemctl='/bin/systemctl')['status'] == 'ok'
     assert calls == [['/bin/systemctl', 'is-active', '--', 'victor-api']]
     errors = health.validate_params({'service': {'name': '--version', 'manager': 'systemd'}})
     assert any('not a systemd unit name' in e for e in errors), errors
@@ -273,7 +275,8 @@ def test_header_with_line_break_is_refused_without_showing_it():
 
 def test_request_errors_never_show_header_values():
     # http.client refuses the value before sending and quotes it in its error: "Invalid header value b'...'"
-    answer = health.http_get('http://127.0.0.1:1/health', headers={'Authorization': 'Bearer %s\r\n' % SECRET_TOKEN}, timeout=2)
+    answer = health.http_get('http://127.0.0.1:1/health', headers={'Authorization': 'Bearer %s\r\n' % SECRET_TOKEN}, timeout=2,
+                             validate_certs=True, ca_path=None, use_proxy=True)
     assert answer.error and SECRET_TOKEN not in answer.error, answer
 
 
@@ -296,7 +299,7 @@ def test_sqlite_check_creates_no_file_beside_a_closed_wal_database(tmp_path):
     _wal_db(tmp_path / 'victor.db').close()  # the last close removes -wal and -shm
     before = _listing(tmp_path)
     assert sorted(before) == ['victor.db']
-    check = health.check_sqlite(str(tmp_path / 'victor.db'))
+    check = health.check_sqlite(str(tmp_path / 'victor.db'), False)
     assert check['status'] == 'ok', check
     assert _listing(tmp_path) == before
 
@@ -306,7 +309,7 @@ def test_sqlite_check_reads_a_live_wal_database_without_changing_it(tmp_path):
     try:
         before = _listing(tmp_path)
         assert sorted(before) == ['victor.db', 'victor.db-shm', 'victor.db-wal'] and before['victor.db-wal'] > 0
-        assert health.check_sqlite(str(tmp_path / 'victor.db'))['status'] == 'ok'
+        assert health.check_sqlite(str(tmp_path / 'victor.db'), False)['status'] == 'ok'
         assert _listing(tmp_path) == before  # no checkpoint, nothing created
     finally:
         writer.close()
@@ -324,7 +327,7 @@ def test_sqlite_check_writes_no_read_mark_into_a_live_writers_shm(tmp_path):
     try:
         assert writer.stdout.readline().strip() == 'ready'
         shm = (tmp_path / 'victor.db-shm').read_bytes()
-        assert health.check_sqlite(str(database))['status'] == 'ok'
+        assert health.check_sqlite(str(database), False)['status'] == 'ok'
         assert (tmp_path / 'victor.db-shm').read_bytes() == shm
         plain = sqlite3.connect('file:%s?mode=ro' % database, uri=True)
         plain.execute('PRAGMA quick_check').fetchall()
@@ -345,6 +348,6 @@ def test_sqlite_check_leaves_a_crashed_writers_wal_alone(tmp_path):
         (crashed / name).write_bytes((live / name).read_bytes())
     writer.close()
     before = _listing(crashed)
-    check = health.check_sqlite(str(crashed / 'victor.db'))
+    check = health.check_sqlite(str(crashed / 'victor.db'), False)
     assert check['status'] == 'ok' and 'main file only' in check['message'], check
     assert _listing(crashed) == before

@@ -128,7 +128,7 @@ def test_only_errors_written_during_the_watch_count(release, tmp_path):
 def test_a_rotated_log_is_followed_and_a_half_written_line_counted_once_complete(tmp_path):
     log = tmp_path / 'victor.log'
     log.write_text('x' * 1000 + '\n')
-    follower = w.LogFollower(str(log))
+    follower = w.LogFollower(str(log), w.log_patterns({}))
     log.write_text('ERROR one\nERR')  # rotated (smaller), the last line half written
     assert follower.poll() == 1
     with open(str(log), 'a') as stream:
@@ -139,9 +139,21 @@ def test_a_rotated_log_is_followed_and_a_half_written_line_counted_once_complete
     assert follower.poll() == 3
 
 
+def test_log_patterns_default_is_in_the_argument_spec_and_an_empty_list_means_it(tmp_path):
+    from ansible_collections.victor.ops.plugins.module_utils.health import DEFAULT_LOG_PATTERN
+    assert w.watch_argument_spec()['log_patterns']['default'] == [DEFAULT_LOG_PATTERN]
+    assert w.log_patterns({'log_patterns': []}) == w.log_patterns({'log_patterns': None}) == [DEFAULT_LOG_PATTERN]
+    assert w.log_patterns({'log_patterns': ['boom']}) == ['boom']
+    log = tmp_path / 'victor.log'
+    log.write_text('')
+    follower = w.LogFollower(str(log), w.log_patterns({'log_patterns': []}))
+    log.write_text('ERROR a\nboom b\nTraceback (most recent call last):\n')
+    assert follower.poll() == 2
+
+
 def test_a_missing_log_counts_from_its_creation(tmp_path):
     log = tmp_path / 'later.log'
-    follower = w.LogFollower(str(log))
+    follower = w.LogFollower(str(log), w.log_patterns({}))
     assert follower.poll() == 0
     log.write_text('ERROR first\n')
     assert follower.poll() == 1
