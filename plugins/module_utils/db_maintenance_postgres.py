@@ -5,6 +5,8 @@
 
 psycopg (3) is imported lazily: callers check HAS_PSYCOPG and report missing_required_lib.
 Identifiers always go through psycopg.sql; values through query parameters.
+The functions take every option's value from the caller: defaults live in victor_db_maintenance's
+argument spec only.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -46,7 +48,7 @@ def option_problems(params):
     return problems
 
 
-def connect(options, conninfo=''):
+def connect(options, conninfo):
     """Autocommit connection (VACUUM and REINDEX CONCURRENTLY refuse transactions).
 
     options: the common connection options (postgres_common); they override the parts of conninfo.
@@ -118,11 +120,10 @@ def _targets(conn, tables, min_dead_tuples):
     return [row['t'] for row in rows], 'tables with at least %d dead tuples' % int(min_dead_tuples)
 
 
-def vacuum(conn, tables=None, analyze=True, min_dead_tuples=1, check_mode=False):
+def vacuum(conn, tables, min_dead_tuples, check_mode=False):
     """VACUUM (ANALYZE) the listed tables, or every table with at least min_dead_tuples dead tuples."""
     targets, why = _targets(conn, tables, min_dead_tuples)
-    option = sql.SQL('VACUUM (ANALYZE) ') if analyze else sql.SQL('VACUUM ')
-    queries = [option + _table_ident(t) for t in targets]
+    queries = [sql.SQL('VACUUM (ANALYZE) ') + _table_ident(t) for t in targets]
     result = {'selected': why, 'tables': targets, 'queries': [_render(conn, q) for q in queries]}
     before = {r['table']: r['dead_tuples'] for r in table_stats(conn)['tables']}
     result['dead_tuples_before'] = sum(before.get(t, 0) for t in targets)
@@ -135,7 +136,7 @@ def vacuum(conn, tables=None, analyze=True, min_dead_tuples=1, check_mode=False)
     return result
 
 
-def analyze(conn, tables=None, check_mode=False):
+def analyze(conn, tables, check_mode=False):
     queries = [sql.SQL('ANALYZE ') + _table_ident(t) for t in tables] if tables else [sql.SQL('ANALYZE')]
     result = {'queries': [_render(conn, q) for q in queries]}
     _run_queries(conn, queries, result, check_mode)
@@ -146,7 +147,7 @@ def server_version(conn):
     return conn.info.server_version
 
 
-def reindex(conn, tables=None, scope='table', concurrently=True, check_mode=False):
+def reindex(conn, tables, scope, concurrently, check_mode=False):
     """REINDEX TABLE each listed table, or the current DATABASE; CONCURRENTLY from PostgreSQL 12."""
     use_concurrently = bool(concurrently) and server_version(conn) >= 120000
     keyword = sql.SQL(' CONCURRENTLY ') if use_concurrently else sql.SQL(' ')
@@ -209,7 +210,7 @@ def locks(conn):
     return {'blocked': blocked, 'blocking': blockers, 'blocked_count': len(blocked)}
 
 
-def clear_locks(conn, threshold=300, check_mode=False):
+def clear_locks(conn, threshold, check_mode=False):
     """End the sessions that hold up this database: the one rule of the collection (the runbook
     database_connection_failed calls this too).
 
@@ -263,7 +264,7 @@ def clear_locks(conn, threshold=300, check_mode=False):
     return result
 
 
-def slow_queries(conn, limit=10):
+def slow_queries(conn, limit):
     """Top queries by total time from pg_stat_statements, or a clear message when it is missing."""
     installed = _rows(conn, "SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'")
     if not installed:
@@ -297,10 +298,10 @@ def pool_stats(conn):
             'by_database': {row['database']: row['count'] for row in per_db}}
 
 
-def run_operations(options, operations, check_mode=False, tables=None, reindex_scope='table', concurrently=True,
-                   min_dead_tuples=1, lock_threshold=300, slow_query_limit=10):
+def run_operations(options, operations, check_mode, tables, reindex_scope, concurrently, min_dead_tuples, lock_threshold,
+                   slow_query_limit):
     """Run the operations in order on one connection (options: the module's parameters); returns (changed, results)."""
-    conn = connect(options, options.get('conninfo') or '')
+    conn = connect(options, options['conninfo'])
     results = {}
     changed = False
     try:
@@ -310,7 +311,7 @@ def run_operations(options, operations, check_mode=False, tables=None, reindex_s
                     if operation == 'stats':
                         result = table_stats(conn)
                     elif operation == 'vacuum':
-                        result = vacuum(conn, tables, True, min_dead_tuples, check_mode)
+                        result = vacuum(conn, tables, min_dead_tuples, check_mode)
                     elif operation == 'analyze':
                         result = analyze(conn, tables, check_mode)
                     elif operation == 'reindex':

@@ -1,7 +1,12 @@
 # -*- coding: utf-8 -*-
 # Copyright: victor.ops contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Redis cache maintenance: hit-rate/memory/eviction stats and clear-by-pattern with SCAN + UNLINK (never KEYS)."""
+"""Redis cache maintenance: hit-rate/memory/eviction stats and clear-by-pattern with SCAN + UNLINK (never KEYS).
+
+The functions take every option's value from the caller: defaults live in victor_db_maintenance's argument
+spec, except the Redis host and port, whose options (login_host, login_port) PostgreSQL shares; unset, they
+are DEFAULT_HOST and DEFAULT_PORT (the module's documentation says so).
+"""
 
 from __future__ import absolute_import, division, print_function
 
@@ -19,13 +24,17 @@ except ImportError as _exc:  # pragma: no cover - depends on the managed node
     HAS_REDIS = False
     REDIS_IMPORT_ERROR = _exc
 
+DEFAULT_HOST = '127.0.0.1'
+DEFAULT_PORT = 6379
 
-def connect(host='127.0.0.1', port=6379, password=None, db=0, user=None, tls=False, connect_timeout=10):
+
+def connect(host, port, password, db, user, tls, connect_timeout):
     """A client whose every wait (connect, each reply) ends after connect_timeout seconds, without retries.
 
     redis-py 6+ retries a timed-out command 3 times with backoff by default, which would
     multiply the wait: a server that accepts and never answers must fail in connect_timeout.
     """
+    host, port = host or DEFAULT_HOST, int(port or DEFAULT_PORT)
     kwargs = {}
     try:
         from redis.backoff import NoBackoff  # pylint: disable=import-outside-toplevel
@@ -33,7 +42,7 @@ def connect(host='127.0.0.1', port=6379, password=None, db=0, user=None, tls=Fal
         kwargs['retry'] = Retry(NoBackoff(), 0)
     except ImportError:  # redis-py 3 has no retries to switch off
         pass
-    client = redis.Redis(host=host or '127.0.0.1', port=int(port or 6379), db=int(db), username=user or None,
+    client = redis.Redis(host=host, port=port, db=int(db), username=user or None,
                          password=password or None, ssl=bool(tls), socket_timeout=float(connect_timeout),
                          socket_connect_timeout=float(connect_timeout), **kwargs)
     try:
@@ -64,7 +73,7 @@ def stats(client):
     }
 
 
-def clear(client, pattern, check_mode=False, scan_count=500):
+def clear(client, pattern, check_mode, scan_count):
     """Delete keys matching pattern with SCAN + UNLINK in batches; check mode only counts them."""
     if not pattern:
         raise MaintenanceError("clear needs a pattern (use '*' explicitly to clear the whole database)")
@@ -87,7 +96,8 @@ def clear(client, pattern, check_mode=False, scan_count=500):
     return result
 
 
-def run_operations(conn_params, operations, check_mode=False, pattern=None, scan_count=500):
+def run_operations(conn_params, operations, check_mode, pattern, scan_count):
+    """Run the operations in order on one client (conn_params: connect()'s arguments); returns (changed, results)."""
     client = connect(**conn_params)
     results = {}
     changed = False

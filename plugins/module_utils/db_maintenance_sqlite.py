@@ -4,7 +4,8 @@
 """SQLite maintenance for Victor's state databases (victor.db, cache, project.db).
 
 Every function takes an open connection made by connect(); nothing here calls the
-module API, so unit tests drive it directly against real database files.
+module API, so unit tests drive it directly against real database files. The functions take every
+option's value from the caller: defaults live in victor_db_maintenance's argument spec only.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -47,7 +48,7 @@ def _busy(path, busy_timeout, what):
                         % (path, busy_timeout, what))
 
 
-def connect(path, busy_timeout=5.0, readonly=False):
+def connect(path, busy_timeout, readonly=False):
     """Open an existing SQLite database with a busy timeout; never creates a file.
 
     readonly (check mode, read-only operations) opens it through sqlite_ro: nothing is written,
@@ -112,7 +113,7 @@ def _journal_mode(conn, path, busy_timeout):
     return 'wal' if sqlite_ro.is_wal(path) else mode
 
 
-def stats(conn, path, busy_timeout=5.0, row_counts=True):
+def stats(conn, path, busy_timeout, row_counts):
     """File size, pages, free pages, fragmentation % and row counts per table."""
     page_size = _run(conn, path, busy_timeout, 'PRAGMA page_size')[0][0]
     page_count = _run(conn, path, busy_timeout, 'PRAGMA page_count')[0][0]
@@ -139,7 +140,7 @@ def stats(conn, path, busy_timeout=5.0, row_counts=True):
     }
 
 
-def integrity(conn, path, busy_timeout=5.0, quick=False):
+def integrity(conn, path, busy_timeout, quick=False):
     """PRAGMA integrity_check / quick_check: ok is True when SQLite answers just 'ok'."""
     pragma = 'PRAGMA quick_check' if quick else 'PRAGMA integrity_check'
     rows = [row[0] for row in _run(conn, path, busy_timeout, pragma)]
@@ -153,7 +154,7 @@ def _stat_snapshot(conn, path, busy_timeout):
     return sorted(tuple(str(col) for col in row) for row in _run(conn, path, busy_timeout, 'SELECT tbl, idx, stat FROM sqlite_stat1'))
 
 
-def wal_checkpoint(conn, path, busy_timeout=5.0, check_mode=False):
+def wal_checkpoint(conn, path, busy_timeout, check_mode=False):
     """PRAGMA wal_checkpoint(TRUNCATE); changed when the WAL held frames. Busy when readers kept it."""
     before = _wal_size(path)
     mode = _journal_mode(conn, path, busy_timeout)
@@ -172,7 +173,7 @@ def wal_checkpoint(conn, path, busy_timeout=5.0, check_mode=False):
     return result
 
 
-def analyze(conn, path, busy_timeout=5.0, check_mode=False, optimize=False):
+def analyze(conn, path, busy_timeout, check_mode=False, optimize=False):
     """ANALYZE or PRAGMA optimize; changed when sqlite_stat1 differs afterwards."""
     statement = 'PRAGMA optimize' if optimize else 'ANALYZE'
     before = _stat_snapshot(conn, path, busy_timeout)
@@ -183,7 +184,7 @@ def analyze(conn, path, busy_timeout=5.0, check_mode=False, optimize=False):
     return {'statement': statement, 'changed': before != after, 'stat_rows': len(after or [])}
 
 
-def vacuum(conn, path, busy_timeout=5.0, check_mode=False, mode='in_place', min_fragmentation=0.0):
+def vacuum(conn, path, busy_timeout, check_mode, mode, min_fragmentation):
     """VACUUM in place, or VACUUM INTO a temp file and swap it in (needs no other connection).
 
     Runs only when there are free pages and fragmentation reaches min_fragmentation %.
@@ -257,8 +258,7 @@ def _vacuum_into_and_swap(conn, path, busy_timeout):
     return connect(path, busy_timeout)
 
 
-def run_operations(path, operations, busy_timeout=5.0, check_mode=False, vacuum_mode='in_place',
-                   min_fragmentation=0.0, row_counts=True):
+def run_operations(path, operations, busy_timeout, check_mode, vacuum_mode, min_fragmentation, row_counts):
     """Run the operations in order; returns (changed, results). Raises DatabaseBusy/MaintenanceError.
 
     When stats is asked for, it is taken before the first and after the last operation.

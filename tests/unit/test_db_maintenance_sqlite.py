@@ -14,6 +14,8 @@ from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import D
 
 from ansible_collections.victor.ops.plugins.modules import victor_db_maintenance
 
+# The module's defaults (its argument spec, the one place they are written) for direct calls below.
+DEFAULTS = dict((name, spec.get('default')) for name, spec in victor_db_maintenance.argument_spec().items())
 
 def make_fragmented_db(path, rows=600, keep_every=5, wal=True):
     """Insert rows of ~2 KiB, then delete most of them: the file keeps the pages as free pages."""
@@ -43,9 +45,9 @@ def fragmented_fixture(tmp_path):
 
 
 def test_stats_report_fragmentation_and_rows(fragmented):
-    conn = lite.connect(fragmented)
+    conn = lite.connect(fragmented, DEFAULTS['busy_timeout'])
     try:
-        result = lite.stats(conn, fragmented)
+        result = lite.stats(conn, fragmented, DEFAULTS['busy_timeout'], DEFAULTS['row_counts'])
     finally:
         conn.close()
     assert result['tables'] == {'sessions': 120, 'odd "name': 1}
@@ -170,7 +172,8 @@ def test_vacuum_into_refuses_to_swap_under_an_open_connection(fragmented):
     size = os.path.getsize(fragmented)
     try:
         with pytest.raises(DatabaseBusy, match='database is busy'):
-            lite.run_operations(fragmented, ['vacuum'], busy_timeout=0.5, vacuum_mode='into')
+            lite.run_operations(fragmented, ['vacuum'], busy_timeout=0.5, check_mode=False, vacuum_mode='into',
+                                min_fragmentation=DEFAULTS['vacuum_min_fragmentation'], row_counts=DEFAULTS['row_counts'])
     finally:
         reader.close()
     assert os.path.getsize(fragmented) == size
@@ -230,7 +233,7 @@ def test_quote_identifier():
 
 def test_missing_file_is_never_created(tmp_path):
     with pytest.raises(MaintenanceError):
-        lite.connect(str(tmp_path / 'absent.db'))
+        lite.connect(str(tmp_path / 'absent.db'), DEFAULTS['busy_timeout'])
     assert not (tmp_path / 'absent.db').exists()
 
 
@@ -340,3 +343,26 @@ def test_readonly_opener_reports_a_wal_it_cannot_read_without_writing(tmp_path):
 def test_nan_and_negative_numbers_are_refused(args, message, fragmented, capsys):
     failed, result = run_module(dict({'engine': 'sqlite', 'path': fragmented, 'operations': ['stats']}, **args), capsys)
     assert failed and message in result['msg'], result['msg']
+
+
+def test_engine_functions_repeat_no_argument_spec_default():
+    """Defaults live in victor_db_maintenance's argument spec only: a parameter of the engines' functions that
+    carries an option's value has no default of its own (the module passes every value). Parameters that are
+    no option (check_mode, readonly, quick, optimize: the module's mode or the operation) may keep theirs."""
+    import inspect
+    from ansible_collections.victor.ops.plugins.module_utils import db_maintenance_postgres as pg
+    from ansible_collections.victor.ops.plugins.module_utils import db_maintenance_redis as rd
+    # parameter name -> the option whose value it carries
+    options = dict((name, name) for name in victor_db_maintenance.argument_spec())
+    options.update(mode='vacuum_mode', min_fragmentation='vacuum_min_fragmentation', scope='reindex_scope',
+                   threshold='lock_threshold', limit='slow_query_limit', db='redis_db', tls='redis_tls', host='login_host',
+                   port='login_port', user='login_user', password='login_password', grace='lock_grace')
+    internal = ('check_mode', 'readonly', 'quick', 'optimize')
+    checked = 0
+    for module in (lite, pg, rd):
+        for function in (f for f in vars(module).values() if inspect.isfunction(f) and f.__module__ == module.__name__):
+            for name, parameter in inspect.signature(function).parameters.items():
+                if name in options and name not in internal:
+                    checked += 1
+                    assert parameter.default is inspect.Parameter.empty, (module.__name__, function.__name__, name)
+    assert checked > 30, checked

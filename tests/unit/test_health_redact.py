@@ -196,7 +196,7 @@ def test_redis_that_never_answers_fails_within_connect_timeout(black_hole):
     pytest.importorskip('redis')
     from ansible_collections.victor.ops.plugins.module_utils import db_maintenance_redis as rd
     from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import MaintenanceError
-    finished, error, seconds = _bounded(lambda: rd.connect('127.0.0.1', black_hole, password=SECRET, connect_timeout=1), 30)
+    finished, error, seconds = _bounded(lambda: rd.connect('127.0.0.1', black_hole, password=SECRET, db=0, user=None, tls=False, connect_timeout=1), 30)
     assert finished and isinstance(error, MaintenanceError) and SECRET not in str(error), error
     assert seconds < 2.5, seconds  # redis-py's default retries (3, with backoff) made it 4+ s
 

@@ -376,7 +376,8 @@ def test_redis_at_its_limit_is_cleared_by_pattern_only(redis_url):
     assert client.call("DBSIZE") == 3001  # inspection never removes
     # the runbook clears with victor_db_maintenance (redis-py), the same SCAN + UNLINK as everywhere
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    changed, results = db_maintenance_redis.run_operations({"host": "127.0.0.1", "port": port}, ["clear"], pattern="victor:cache:*",
+    conn_params = {"host": "127.0.0.1", "port": port, "password": None, "db": 0, "user": None, "tls": False, "connect_timeout": 10}
+    changed, results = db_maintenance_redis.run_operations(conn_params, ["clear"], check_mode=False, pattern="victor:cache:*",
                                                            scan_count=100)
     assert changed and results["clear"]["removed"] == 3000
     assert client.call("DBSIZE") == 1 and client.call("GET", "session:keep") == b"a"
