@@ -13,7 +13,9 @@ class ModuleDocFragment(object):
     DOCUMENTATION has them at the top level (victor_db_maintenance, victor_backup); HEALTH is
     victor_health's postgres option, the same options as its suboptions (a quicker timeout, the
     postgres database by default) plus its thresholds. Sanity wants both as plain strings, so the
-    options are written twice here; tests/unit/test_postgres_common.py keeps the two copies equal.
+    options are written twice here; tests/unit/test_postgres_common.py keeps the two copies equal
+    but for what differs on purpose (those defaults, login_password's means, connect_timeout's
+    statement_timeout).
     """
 
     DOCUMENTATION = r"""
@@ -82,8 +84,8 @@ options:
         type: str
       login_password:
         description:
-          - Password of O(postgres.login_user). Never logged and never on a command line (the driver gets it as a parameter;
-            C(pg_dump) and C(pg_restore) in a PGPASSFILE of mode 0600 that is removed after the run).
+          - Password of O(postgres.login_user). Never logged and never on a command line (the driver, psycopg, gets it as a
+            parameter; the check runs no program).
           - Unset, libpq's own ways apply (C(~/.pgpass), peer or certificate authentication).
         type: str
       login_db:

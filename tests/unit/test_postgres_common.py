@@ -18,11 +18,27 @@ from ansible_collections.victor.ops.plugins.modules import victor_db_maintenance
 SECRET = 'S3CR3T:pw'
 
 
+# The only ways a connecting module's connection options may differ from postgres_common_argument_spec():
+# (module, option) -> the keys that differ. Everything else (type, default, aliases, choices, no_log) is the same.
+INTENDED_DIFFERENCES = {
+    # login_port is Redis's port too (engine=redis); unset, each driver takes its own default (PostgreSQL 5432,
+    # Redis 6379), and a port inside conninfo is not overridden by a default 5432.
+    ('victor_db_maintenance', 'login_port'): {'default': None},
+    # a health check gives up sooner than maintenance or a backup (also its statement_timeout) ...
+    ('victor_health', 'connect_timeout'): {'default': 5},
+    # ... and needs no application database: every cluster has the postgres database.
+    ('victor_health', 'login_db'): {'default': 'postgres'},
+}
+
+
+def _connecting_specs():
+    return {'victor_backup': bk.argument_spec(), 'victor_db_maintenance': victor_db_maintenance.argument_spec(),
+            'victor_health': health_argument_spec()['postgres']['options']}
+
+
 def test_every_connecting_module_takes_the_common_options():
     common = pc.postgres_common_argument_spec()
-    specs = {'victor_backup': bk.argument_spec(), 'victor_db_maintenance': victor_db_maintenance.argument_spec(),
-             'victor_health': health_argument_spec()['postgres']['options']}
-    for name, spec in specs.items():
+    for name, spec in _connecting_specs().items():
         for option, definition in common.items():
             assert spec[option]['type'] == definition['type'], (name, option)
             assert spec[option].get('aliases') == definition.get('aliases'), (name, option)
@@ -30,6 +46,33 @@ def test_every_connecting_module_takes_the_common_options():
         assert 'postgres_url' not in spec and 'host' not in spec and 'dbname' not in spec, name
     assert common['login_password']['no_log'] is True
     assert common['login_db']['aliases'] == ['db', 'database'] and common['ca_cert']['aliases'] == ['ssl_rootcert']
+
+
+def test_connection_options_have_the_common_defaults_but_for_the_intended_differences():
+    common = pc.postgres_common_argument_spec()
+    for name, spec in _connecting_specs().items():
+        for option, definition in common.items():
+            assert spec[option] == dict(definition, **INTENDED_DIFFERENCES.get((name, option), {})), (name, option)
+    for (name, option), difference in INTENDED_DIFFERENCES.items():  # each is a real difference
+        assert any(common[option].get(key) != value for key, value in difference.items()), (name, option)
+
+
+def _documented_options(module):
+    """The module's options as ansible-doc shows them (the fragments merged in)."""
+    from ansible.plugins.loader import fragment_loader
+    from ansible.utils.plugin_docs import get_docstring
+    path = os.path.join(os.path.dirname(victor_db_maintenance.__file__), module + '.py')
+    return get_docstring(path, fragment_loader, collection_name='victor.ops', is_module=True)[0]['options']
+
+
+def test_the_docs_show_each_connecting_modules_own_defaults():
+    for name, spec in _connecting_specs().items():
+        options = _documented_options(name)
+        if name == 'victor_health':
+            options = options['postgres']['suboptions']
+        for option in pc.postgres_common_argument_spec():
+            assert options[option].get('default') == spec[option].get('default'), (name, option)
+            assert options[option]['type'] == spec[option]['type'], (name, option)
 
 
 @pytest.mark.parametrize('params, message', [
@@ -126,6 +169,11 @@ def test_doc_fragment_documents_the_spec_once_for_both_shapes():
                                      for line in (unprefixed['description'] if isinstance(unprefixed['description'], list)
                                                   else [unprefixed['description']])]
         expected = dict(doc, description=doc['description'] if isinstance(doc['description'], list) else [doc['description']])
+        if name == 'login_password':  # the health check runs no pg_dump or pg_restore: no PGPASSFILE to tell of
+            assert 'pg_dump' in expected['description'][0] and 'PGPASSFILE' in expected['description'][0]
+            assert 'pg_dump' not in unprefixed['description'][0] and 'PGPASSFILE' not in unprefixed['description'][0]
+            assert 'never on a command line' in unprefixed['description'][0]
+            unprefixed['description'][0] = expected['description'][0]
         expected.pop('default', None)
         assert unprefixed == expected, name
         assert doc['type'] == spec[name]['type'] and doc.get('default') == spec[name].get('default'), name
