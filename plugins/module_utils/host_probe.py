@@ -9,7 +9,8 @@
                the previous report's {time, sizes}
   permissions  files/dirs whose mode allows more than the rule's mode
 
-Standard library only; nothing is written.
+Standard library only; nothing is written.  What victor_health also computes comes from the same code:
+log timestamps (health.LOG_TIMESTAMP), the GETs (health.http_get), disk use (node_facts.disk_usage).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,12 +22,11 @@ import math
 import os
 import re
 import stat
-import time
 from collections import Counter
 
-from ansible.module_utils.urls import open_url
+from ansible_collections.victor.ops.plugins.module_utils import health
+from ansible_collections.victor.ops.plugins.module_utils.node_facts import disk_usage
 
-STAMP = re.compile(r'^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})')
 LEVEL = re.compile(r'\b(CRITICAL|ERROR|WARNING|WARN|INFO|DEBUG)\b')
 NUMBERS = re.compile(r'\b\d+(\.\d+)?\b|0x[0-9a-f]+')
 LOG_NAME = re.compile(r'\.log(\.\d+)?$')
@@ -48,13 +48,11 @@ def logs(directory, days):
             files.append(path)
             with open(path, 'r', encoding='utf-8', errors='replace') as handle:
                 for line in handle:
-                    match = STAMP.match(line)
-                    if not match:
+                    # victor_health's rule: an entry starts with a YYYY-MM-DD HH:MM:SS that is a real time
+                    when = health._line_time(line)
+                    if when is None or when < cutoff:
                         continue
-                    when = datetime.datetime.strptime('%s %s' % match.groups(), '%Y-%m-%d %H:%M:%S')
-                    if when < cutoff:
-                        continue
-                    rest = line[match.end():]
+                    rest = health.LOG_TIMESTAMP.sub('', line, count=1)
                     level = LEVEL.search(rest)
                     severity = level.group(1) if level else 'INFO'
                     severity = 'WARNING' if severity == 'WARN' else severity
@@ -77,19 +75,16 @@ def _percentile(values, pct):
 
 
 def latency(url, count, timeout):
+    """count GETs of url (victor_health's http_get: a total deadline of timeout seconds each, never a proxy)."""
     timings, failures = [], []
     for _attempt in range(int(count)):
-        started = time.monotonic()
-        try:
-            with open_url(url, timeout=float(timeout), use_proxy=False) as answer:  # the host measures itself, not a proxy
-                answer.read()
-                if answer.status != 200:
-                    failures.append('HTTP %d' % answer.status)
-                    continue
-        except (OSError, ValueError) as exc:
-            failures.append(str(exc))
-            continue
-        timings.append((time.monotonic() - started) * 1000.0)
+        answer = health.http_get(url, headers={}, timeout=float(timeout), validate_certs=True, ca_path=None, use_proxy=False)
+        if answer.error:
+            failures.append(answer.error)
+        elif answer.code != 200:
+            failures.append('HTTP %d' % answer.code)
+        else:
+            timings.append(answer.elapsed_ms)
     result = {'url': url, 'requests': int(count), 'ok': len(timings), 'failed': len(failures), 'errors': failures[:5]}
     if timings:
         result.update(p50_ms=_percentile(timings, 50), p95_ms=_percentile(timings, 95), max_ms=round(max(timings), 2),
@@ -141,15 +136,7 @@ def _capacity(items):
     first = items[0][1]
     while not os.path.exists(first):
         first = os.path.dirname(first) or '/'
-    vfs = os.statvfs(first)
-    total = vfs.f_blocks * vfs.f_frsize
-    free = vfs.f_bavail * vfs.f_frsize
-    used = total - vfs.f_bfree * vfs.f_frsize
-    # df's Use% (and victor_health's disk check): used / (used + available to non-root), so
-    # blocks reserved for root count as neither; used / total understates a nearly full disk.
-    return {'filesystem': {'path': first, 'total_bytes': total, 'used_bytes': used, 'free_bytes': free,
-                           'used_pct': round(100.0 * used / (used + free), 1) if used + free else None},
-            'sizes': sizes, 'paths': dict(items)}
+    return {'filesystem': dict(disk_usage(first), path=first), 'sizes': sizes, 'paths': dict(items)}
 
 
 def _check(path, allowed, findings):
