@@ -19,9 +19,12 @@ Sections (collect(args) with args.sections):
   cpu       CPU of the unit's processes, sampled args.cpu_samples times every
             args.cpu_interval seconds (percent of one core)
   redis     Redis INFO (memory vs maxmemory, evictions, clients) of args.redis_url and how
-            many keys match args.redis_pattern (SCAN), over RESP with the standard library
+            many keys match args.redis_pattern (SCAN), with db_maintenance_redis (redis-py)
 
-args is any object with the attributes of victor_host_info's options.  Standard library only.
+args is any object with the attributes of victor_host_info's options.  What victor_health also
+reads is read by its code: the GET and its verdict (health.check_http), the error-line rule
+(health.DEFAULT_LOG_PATTERN), the log tail (health._tail_lines), memory (node_facts.memory_usage).
+Standard library only, but for the redis section (redis-py, imported by db_maintenance_redis).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -34,21 +37,24 @@ import os
 import re
 import signal
 import socket
-import ssl
 import sqlite3
 import subprocess
 import time
-import urllib.error
 import urllib.parse
 
-from ansible.module_utils.urls import open_url
+from ansible_collections.victor.ops.plugins.module_utils import db_maintenance_redis
+from ansible_collections.victor.ops.plugins.module_utils import health
+from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import MaintenanceError
+from ansible_collections.victor.ops.plugins.module_utils.node_facts import memory_usage
+from ansible_collections.victor.ops.plugins.module_utils.redact import redact
 
 
 SECTIONS = ("service", "health", "port", "errors", "memory", "database", "logs", "cpu", "redis")
 UNIT_SECTIONS = ("service", "port", "memory", "database", "cpu")
 SHOW_PROPERTIES = ("ActiveState", "SubState", "MainPID", "NRestarts", "Result", "ExecMainStatus",
                    "ExecMainCode", "ControlGroup", "ActiveEnterTimestamp", "LoadState", "UnitFileState")
-ERROR_RE = re.compile(r"\b(error|exception|traceback|critical|fatal)\b", re.IGNORECASE)
+# victor_health's log check's rule: ERROR or CRITICAL as a word (upper case), or a line starting a traceback
+ERROR_RE = re.compile(health.DEFAULT_LOG_PATTERN)
 
 
 def run(argv, timeout=20):
@@ -61,10 +67,12 @@ def run(argv, timeout=20):
 
 
 def systemctl_show(service):
-    argv = ["systemctl", "show", service]
+    if not health.UNIT_NAME.match(service or ""):
+        return {"error": "%r is not a systemd unit name" % (service or "")[:80]}
+    argv = ["systemctl", "show"]
     for prop in SHOW_PROPERTIES:
         argv += ["-p", prop]
-    rc, out, err = run(argv)
+    rc, out, err = run(argv + ["--", service])  # '--': a name is never read as an option
     props = {}
     for line in out.splitlines():
         key, sep, value = line.partition("=")
@@ -128,28 +136,28 @@ def section_service(args):
 
 
 def section_health(args):
-    url = "http://%s:%d%s" % (args.host, args.port, args.health_path)
-    result = {"url": url, "ok": False, "status_code": None, "body": None, "error": None, "latency_ms": None}
-    started = time.monotonic()
-    try:
-        with open_url(url, timeout=args.timeout, use_proxy=False) as response:  # the host's own API, never through a proxy
-            raw = response.read(65536).decode("utf-8", "replace")
-            result["status_code"] = response.status
-    except urllib.error.HTTPError as exc:
-        result["status_code"] = exc.code
-        raw = exc.read(65536).decode("utf-8", "replace")
-        result["error"] = "HTTP %d" % exc.code
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        result["error"] = str(getattr(exc, "reason", exc))
-        raw = None
-    result["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
-    if raw is not None:
-        try:
-            result["body"] = json.loads(raw)
-        except ValueError:
-            result["body"] = raw[:500]
-    body = result["body"] if isinstance(result["body"], dict) else {}
-    result["ok"] = result["status_code"] == 200 and body.get("status") == "healthy"
+    """GET the health path with victor_health's check_http: ok when its checks of the answer (status code 200, the JSON
+    status word, the components) are all ok; latency is reported, not graded. error: why it is not ok."""
+    host = "[%s]" % args.host if ":" in args.host else args.host
+    base = "http://%s:%d" % (host, args.port)
+    answers = []
+
+    def fetch(url, headers, timeout, validate_certs, ca_path, use_proxy):
+        answers.append(health.http_get(url, headers=headers, timeout=timeout, validate_certs=validate_certs, ca_path=ca_path,
+                                       use_proxy=use_proxy))
+        return answers[-1]
+
+    # the host's own API, never through a proxy
+    checks = health.check_http(base, args.health_path, headers={}, timeout=args.timeout, validate_certs=True, ca_path=None,
+                               use_proxy=False, expected_status=[200], expected_version=None, latency_warn_ms=None,
+                               latency_crit_ms=None, fetch=fetch)
+    failed = [c for c in checks if c["status"] != health.OK and not c["name"].startswith("latency:")]
+    result = {"url": health.join_url(base, args.health_path), "ok": not failed, "status_code": None, "body": None,
+              "error": failed[0]["message"] if failed else None, "latency_ms": None}
+    if answers and not answers[0].error:
+        document, problem = health.parse_json(answers[0].body)
+        result.update(status_code=answers[0].code, body=answers[0].body[:500] if problem else document,
+                      latency_ms=round(answers[0].elapsed_ms, 1))
     return result
 
 
@@ -268,7 +276,8 @@ def section_port(args, unit_pids):
 
 
 def error_lines(text, limit):
-    lines = [line for line in text.splitlines() if ERROR_RE.search(line)]
+    """The last limit lines of text (a string or a list of lines) that victor_health's log check counts as errors."""
+    lines = [line for line in (text.splitlines() if isinstance(text, str) else text) if ERROR_RE.search(line)]
     return lines[-limit:]
 
 
@@ -276,33 +285,23 @@ def section_errors(args):
     rc, out, err = run(["journalctl", "-u", args.service, "-n", str(args.journal_lines), "--no-pager", "-o", "short-iso"])
     journal = error_lines(out, args.error_limit) if rc == 0 else []
     log_path = os.path.join(args.state_dir, ".victor", "logs", "victor.log")
-    log = error_lines(tail_text(log_path, 256 * 1024) or "", args.error_limit)
+    log = error_lines(tail_lines(log_path, 256 * 1024), args.error_limit)
     return {"journal": journal, "journal_error": err.strip() if rc != 0 else None,
             "victor_log": log, "victor_log_path": log_path,
             "count": len(journal) + len(log)}
 
 
-def meminfo():
-    values = {}
+def section_memory(args, unit_pids, meminfo="/proc/meminfo"):
+    """Host memory as victor_health's memory check reads it (without MemAvailable: MemFree + Buffers + Cached)."""
     try:
-        with open("/proc/meminfo", encoding="utf-8") as handle:
-            for line in handle:
-                key, _sep, rest = line.partition(":")
-                values[key] = int(rest.split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    return values
-
-
-def section_memory(args, unit_pids):
-    info = meminfo()
+        host = memory_usage(meminfo)
+    except (OSError, ValueError):
+        host = {"total_kb": 0, "available_kb": 0, "used_percent": None}
     processes = [proc_info(pid) for pid in all_pids()]
     processes = [p for p in processes if p["rss_kb"]]
     processes.sort(key=lambda p: p["rss_kb"], reverse=True)
     unit_rss = sum(p["rss_kb"] for p in processes if p["pid"] in unit_pids)
-    total = info.get("MemTotal", 0)
-    return {"mem_total_kb": total, "mem_available_kb": info.get("MemAvailable", 0),
-            "used_percent": round(100.0 * (total - info.get("MemAvailable", 0)) / total, 1) if total else None,
+    return {"mem_total_kb": host["total_kb"], "mem_available_kb": host["available_kb"], "used_percent": host["used_percent"],
             "unit_rss_kb": unit_rss, "unit_rss_mb": round(unit_rss / 1024.0, 1),
             "top": [dict(p, in_unit=p["pid"] in unit_pids) for p in processes[:args.top]]}
 
@@ -323,7 +322,8 @@ def db_holders(path, unit_pids=()):
 
 def _probe(path, timeout):
     try:
-        conn = sqlite3.connect("file:%s?mode=rw" % path, uri=True, timeout=timeout, isolation_level=None)
+        uri = "file:%s?mode=rw" % urllib.parse.quote(os.path.abspath(path))  # a '?' or '#' in the path is not a URI's
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
         try:
             started = time.monotonic()
             conn.execute("BEGIN IMMEDIATE")
@@ -416,22 +416,22 @@ AGENTIC_LOOP_LOGGER = "victor.framework.agentic_loop"
 PROVIDER_RE = re.compile(r"""provider["']?\s*[=:]\s*["']?([A-Za-z0-9_.-]+)""")
 
 
-def tail_text(path, max_bytes):
-    """The last max_bytes of a file as text; None when it cannot be read."""
+def tail_lines(path, max_bytes):
+    """The lines of the last max_bytes of a regular file, read as victor_health's log check reads them (the cut first
+    line dropped); [] when it is missing, not a regular file or cannot be read."""
+    if not os.path.isfile(path):
+        return []
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - max_bytes))
-            return handle.read().decode("utf-8", "replace")
+        return health._tail_lines(path, max_bytes)
     except OSError:
-        return None
+        return []
 
 
 def log_entries(path, not_before, max_bytes=8 * 1024 * 1024):
     """(epoch, level, logger, text) of victor.log entries at or after not_before (local time)."""
     entries = []
     current = None
-    for line in (tail_text(path, max_bytes) or "").splitlines():
+    for line in tail_lines(path, max_bytes):
         match = LOG_ENTRY_RE.match(line)
         if match:
             try:
@@ -449,7 +449,7 @@ def log_entries(path, not_before, max_bytes=8 * 1024 * 1024):
 def usage_events(path, not_before, max_bytes=8 * 1024 * 1024):
     """(epoch, session, event_type) of usage.jsonl events at or after not_before."""
     events = []
-    for line in (tail_text(path, max_bytes) or "").splitlines():
+    for line in tail_lines(path, max_bytes):
         try:
             event = json.loads(line)
             when = datetime.datetime.fromisoformat(event["timestamp"]).timestamp()
@@ -554,97 +554,54 @@ def section_cpu(args, service):
 
 
 # ---------------------------------------------------------------- redis
-class RedisError(Exception):
-    pass
-
-
-class Redis:
-    """The few Redis commands the runbook needs, over RESP (standard library only)."""
-
-    def __init__(self, url, timeout):
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise RedisError("the Redis URL must start with redis:// or rediss://")
-        self.sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=timeout)
-        if parts.scheme == "rediss":
-
-            self.sock = ssl.create_default_context().wrap_socket(self.sock, server_hostname=parts.hostname)
-        self.reader = self.sock.makefile("rb")
-        if parts.password:
-            auth = [urllib.parse.unquote(parts.username)] if parts.username else []
-            self.call("AUTH", *(auth + [urllib.parse.unquote(parts.password)]))
-        database = parts.path.strip("/")
-        if database:
-            self.call("SELECT", database)
-
-    def call(self, *words):
-        payload = [b"*%d\r\n" % len(words)]
-        for word in words:
-            data = word if isinstance(word, bytes) else str(word).encode()
-            payload.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        self.sock.sendall(b"".join(payload))
-        return self._reply()
-
-    def _reply(self):
-        line = self.reader.readline().rstrip(b"\r\n")
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise RedisError(rest.decode("utf-8", "replace"))
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            size = int(rest)
-            return None if size < 0 else self.reader.read(size + 2)[:-2]
-        if kind == b"*":
-            size = int(rest)
-            return None if size < 0 else [self._reply() for _item in range(size)]
-        raise RedisError("unexpected reply from Redis: %r" % line[:80])
-
-    def scan(self, pattern, batch):
-        cursor = b"0"
-        while True:
-            cursor, keys = self.call("SCAN", cursor, "MATCH", pattern, "COUNT", batch)
-            yield keys
-            if cursor == b"0":
-                return
-
-
-def _redis_info(client):
-    info = {}
-    for line in client.call("INFO").decode("utf-8", "replace").splitlines():
-        key, sep, value = line.partition(":")
-        if sep and not key.startswith("#"):
-            info[key] = int(value) if value.isdigit() else value
-    used, limit = info.get("used_memory", 0), info.get("maxmemory", 0)
-    return {"redis_version": info.get("redis_version"), "used_memory": used, "used_memory_human": info.get("used_memory_human"),
-            "maxmemory": limit, "maxmemory_policy": info.get("maxmemory_policy"),
-            "used_percent_of_max": round(100.0 * used / limit, 1) if limit else None,
-            "evicted_keys": info.get("evicted_keys", 0), "expired_keys": info.get("expired_keys", 0),
-            "connected_clients": info.get("connected_clients", 0), "rejected_connections": info.get("rejected_connections", 0),
-            "blocked_clients": info.get("blocked_clients", 0),
-            "keyspace_hits": info.get("keyspace_hits", 0), "keyspace_misses": info.get("keyspace_misses", 0),
-            "keys": client.call("DBSIZE")}
+def redis_connection(url, timeout):
+    """The keyword arguments of db_maintenance_redis.connect for a redis:// or rediss:// URL; ValueError saying what is wrong."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError("the Redis URL must start with redis:// or rediss://")
+    database = parts.path.strip("/") or "0"
+    if not database.isdigit():
+        raise ValueError("the path of the Redis URL must be a database number such as /0")
+    return {"host": parts.hostname or "127.0.0.1", "port": parts.port or 6379, "db": int(database),
+            "user": urllib.parse.unquote(parts.username) if parts.username else None,
+            "password": urllib.parse.unquote(parts.password) if parts.password else None,
+            "tls": parts.scheme == "rediss", "connect_timeout": timeout}
 
 
 def section_redis(args):
+    """db_maintenance_redis's stats (what victor_db_maintenance reports) and INFO's limits, clients and rejections."""
     url = args.redis_url or ""
-    parts = urllib.parse.urlsplit(url)
-    result = {"target": "%s:%s" % (parts.hostname, parts.port or 6379) if url else None, "ok": False, "error": None,
-              "pattern": args.redis_pattern, "matching_keys": None}
-    if not url:
+    result = {"target": None, "ok": False, "error": None, "pattern": args.redis_pattern, "matching_keys": None}
+    try:
+        connection = redis_connection(url, args.timeout) if url else None
+    except ValueError as exc:
+        result["error"] = str(exc)
+        return result
+    if connection is None:
         result["error"] = "no Redis URL configured"
         return result
+    result["target"] = "%s:%s" % (connection["host"], connection["port"])
+    if not db_maintenance_redis.HAS_REDIS:
+        result["error"] = "the redis section needs the Python library redis (redis-py, python3-redis) on the host: %s" % (
+            db_maintenance_redis.REDIS_IMPORT_ERROR)
+        return result
     try:
-        client = Redis(url, args.timeout)
-        result["ping"] = client.call("PING")
-        result.update(_redis_info(client))
-        if args.redis_pattern:
-            result["matching_keys"] = sum(len(keys) for keys in client.scan(args.redis_pattern, args.redis_batch))
+        client = db_maintenance_redis.connect(**connection)
+        try:
+            result["ping"] = "PONG"  # connect() pinged
+            result.update(db_maintenance_redis.stats(client))
+            info = client.info()
+            used, limit = result["used_memory"], result["maxmemory"]
+            result.update(used_percent_of_max=round(100.0 * used / limit, 1) if limit else None,
+                          rejected_connections=int(info.get("rejected_connections", 0)),
+                          blocked_clients=int(info.get("blocked_clients", 0)))
+            if args.redis_pattern:
+                result["matching_keys"] = sum(1 for _key in client.scan_iter(match=args.redis_pattern, count=args.redis_batch))
+        finally:
+            client.close()
         result["ok"] = True
-    except (OSError, RedisError, ValueError) as exc:
-        result["error"] = str(exc)
+    except (MaintenanceError, db_maintenance_redis.redis.RedisError, OSError, ValueError) as exc:
+        result["error"] = redact(str(exc), [connection["password"]])
     return result
 
 

@@ -16,15 +16,16 @@ description:
   - The diagnostics of the incident runbooks (role C(victor.ops.victor_runbook)) and the probes of the monthly
     maintenance (role C(victor.ops.victor_maintenance)) as one read-only module.
   - C(service) - the systemd unit's state and the processes of its control group.
-    C(health) - C(GET /health) of the API (status, answer, latency).
+    C(health) - C(GET /health) of the API (status, answer, latency), judged as M(victor.ops.victor_health) judges it.
     C(port) - who listens on the API port, and whether it is the unit.
-    C(errors) - recent error lines of the unit's journal and of C(victor.log).
-    C(memory) - host memory, the unit's resident memory, the top processes.
+    C(errors) - recent error lines of the unit's journal and of C(victor.log), the lines M(victor.ops.victor_health)'s
+    log check counts (its default pattern).
+    C(memory) - host memory (as M(victor.ops.victor_health) reads it), the unit's resident memory, the top processes.
     C(database) - Victor's SQLite database (size, WAL, the processes holding it open inside and outside the unit,
     a write probe C(BEGIN IMMEDIATE) run as the file's owner so no side file ever belongs to root).
     C(logs) - what C(victor.log) and C(usage.jsonl) say over O(window_minutes), split at O(since).
     C(cpu) - the unit's CPU, sampled O(cpu_samples) times. C(redis) - Redis C(INFO) and the keys matching
-    O(redis_pattern) (C(SCAN), never C(KEYS)).
+    O(redis_pattern) (C(SCAN), never C(KEYS)), with the client and figures of M(victor.ops.victor_db_maintenance).
   - C(log_summary) - entries per severity in the C(*.log) files of O(log_dir) over O(log_days), top error
     messages. C(latency) - O(latency_count) GETs of O(latency_url) (p50, p95, max, failures).
     C(capacity) - the file system of the first of O(capacity_paths) and the size of each, and the growth since
@@ -51,7 +52,7 @@ options:
     choices: [service, health, port, errors, memory, database, logs, cpu, redis, log_summary, latency, capacity, permissions]
     default: [service, health]
   service:
-    description: systemd unit of the API.
+    description: systemd unit of the API (ASCII letters, digits, C(:-_.@) and backslash, not starting with C(-)).
     type: str
     default: victor-api
   host:
@@ -114,7 +115,8 @@ options:
     type: float
     default: 1
   redis_url:
-    description: Redis URL (V(redis://) or V(rediss://)), may hold a password; never logged.
+    description: Redis URL (V(redis://) or V(rediss://)), may hold a user and password (never logged) and a database
+      number as its path (V(/0)).
     type: str
     default: ""
   redis_pattern:
@@ -166,7 +168,11 @@ options:
         required: true
 notes:
   - Reads C(/proc) and runs C(systemctl show) and C(journalctl); run it with C(become) to see every process.
-  - Standard library only on the managed host.
+  - Standard library only on the managed host, but for the C(redis) section, which needs the Python library C(redis)
+    (redis-py, Debian's C(python3-redis)) as M(victor.ops.victor_db_maintenance) does; without it the section reports
+    an C(error).
+requirements:
+  - redis (redis-py) for the C(redis) section only
 """
 
 EXAMPLES = r"""
@@ -196,7 +202,27 @@ report:
       returned: always (it is always collected, the unit's processes are needed by the others)
       type: dict
     health:
-      description: C(url), C(ok), C(status_code), C(body), C(error), C(latency_ms).
+      description:
+        - C(url), C(ok), C(status_code), C(body), C(error), C(latency_ms).
+        - C(ok) is true when M(victor.ops.victor_health) would find the answer healthy (latency aside) - status 200,
+          a JSON C(status) of C(healthy), C(ok), C(pass), C(up), C(ready) or C(alive), and every C(components) entry
+          healthy. C(error) says why C(ok) is false (victor_health's message), else null.
+      returned: when asked for
+      type: dict
+    errors:
+      description:
+        - C(journal), C(journal_error), C(victor_log), C(victor_log_path), C(count).
+        - An error line is one M(victor.ops.victor_health)'s log check counts by default - C(ERROR) or C(CRITICAL) as a
+          word, upper case, or a line starting with a traceback's header C(Traceback). C(victor.log) is read from
+          its last 256 KiB, its first, cut line left out.
+      returned: when asked for
+      type: dict
+    memory:
+      description:
+        - C(mem_total_kb), C(mem_available_kb), C(used_percent), C(unit_rss_kb), C(unit_rss_mb), C(top).
+        - C(used_percent) is M(victor.ops.victor_health)'s memory figure, C(MemTotal - MemAvailable); on a kernel without
+          C(MemAvailable) (before 3.14) C(mem_available_kb) is C(MemFree + Buffers + Cached). Null (totals 0) when
+          C(/proc/meminfo) cannot be read.
       returned: when asked for
       type: dict
     port:
@@ -208,7 +234,11 @@ report:
       returned: when asked for
       type: dict
     redis:
-      description: C(ok), C(error), C(used_memory), C(maxmemory), C(used_percent_of_max), C(matching_keys), ...
+      description:
+        - C(ok), C(error), C(used_memory), C(maxmemory), C(used_percent_of_max), C(matching_keys), C(keys),
+          C(hit_rate_pct), C(evicted_keys), C(connected_clients), C(rejected_connections), ...
+        - The figures of M(victor.ops.victor_db_maintenance)'s C(stats), plus C(used_percent_of_max),
+          C(rejected_connections) and C(blocked_clients).
       returned: when asked for
       type: dict
     log_summary:
@@ -220,7 +250,8 @@ report:
       returned: when asked for
       type: dict
     capacity:
-      description: C(filesystem) (C(used_pct) as C(df)), C(sizes), C(paths), C(growth).
+      description: C(filesystem) (C(used_pct) as C(df) and M(victor.ops.victor_health) compute it, 0 for a file system
+        without blocks), C(sizes), C(paths), C(growth).
       returned: when asked for
       type: dict
     permissions:
@@ -237,6 +268,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.victor.ops.plugins.module_utils import health
 from ansible_collections.victor.ops.plugins.module_utils import host_info
 from ansible_collections.victor.ops.plugins.module_utils import host_probe
 
@@ -261,6 +293,9 @@ def problems(params):
             found.append("%s must be %s %s and at most %s, got %s" % (name, bound, low, high, value))
     if not params["health_path"].startswith("/"):
         found.append("health_path must start with /")
+    if not health.UNIT_NAME.match(params["service"]):
+        found.append('service %r is not a systemd unit name (ASCII letters, digits, ":-_.@" and backslash, not starting with "-")'
+                     % params["service"][:80])
     if params["redis_url"] and not params["redis_url"].startswith(("redis://", "rediss://")):
         found.append("redis_url must start with redis:// or rediss://")
     for section, option in NEEDS.items():
