@@ -27,9 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from ansible_collections.victor.ops.plugins.module_utils import backup as bk
+from ansible_collections.victor.ops.plugins.module_utils.backup_archive import Tools
+from ansible_collections.victor.ops.plugins.module_utils.backup_create import create_backup
+from ansible_collections.victor.ops.plugins.module_utils.backup_restore import restore_backup
+from ansible_collections.victor.ops.plugins.module_utils.backup_store import LocalStore
+from ansible_collections.victor.ops.plugins.module_utils.backup_verify import verify_backup
 
 MIB = 1024 * 1024
+FULL = ("full", "full", [], [], False)  # type, scope, include, exclude, include_cache: what victor_backup takes by default
 PROFILES = ("compressible", "incompressible")
 WORDS = ["victor", "agent", "tool", "call", "result", "error", "token", "model", "cache", "prompt", "embedding"]
 
@@ -163,19 +168,19 @@ def run_profile(root, profile, args):
     t_build, rows = timed(lambda: build_state(state, args.db_mib, args.log_mib, profile=profile))
     r["state MiB"] = du(str(state)) / MIB
     print("[%s] state %.0f MiB (%d rows) built in %.0f s; load %s" % (profile, r["state MiB"], rows, t_build, load()), flush=True)
-    store = bk.LocalStore(str(root / "repo"))
-    tools = bk.Tools(compression_level=3, threads=0)
+    store = LocalStore(str(root / "repo"))
+    tools = Tools(compression_level=3, threads=0)
     out = root / "raw"
     out.mkdir()
     ours, raw = [], []
     for run in range(max(1, args.repeat)):
         # alternate the two so that a load change on a shared machine hits both alike
-        t, full = timed(lambda: bk.create_backup(store, str(state), str(root / "work"), tools))
+        t, full = timed(lambda: create_backup(store, str(state), str(root / "work"), tools, *FULL))
         ours.append(t)
         t, raw_size = timed(lambda: raw_pipeline(state, out, "full%d" % run))
         raw.append(t)
         if run:
-            bk.LocalStore.delete(store, listed_before)  # keep one full: the chain below starts at the last
+            LocalStore.delete(store, listed_before)  # keep one full: the chain below starts at the last
         listed_before = full
     r.update({"full ours best": min(ours), "full ours median": statistics.median(ours), "full raw best": min(raw),
               "full raw median": statistics.median(raw), "full ours MiB": full["archive"]["size"] / MIB,
@@ -190,12 +195,12 @@ def run_profile(root, profile, args):
     steps = {"verify ours": [], "verify restic": [], "restore ours": [], "restore raw": [], "restore restic": []}
     for _run in range(max(1, args.repeat)):
         # alternated like the full backups; the first pass of a step is often slower (cold caches)
-        t, result = timed(lambda: bk.verify_backup(store, listed, full, tools, str(root / "work"), record=False))
+        t, result = timed(lambda: verify_backup(store, listed, full, tools, str(root / "work"), record=False))
         assert result["ok"], result
         steps["verify ours"].append(t)
         if restic.exe:
             steps["verify restic"].append(timed(lambda: restic.run("check", "--read-data"))[0])
-        steps["restore ours"].append(timed(lambda: bk.restore_backup(store, listed, full, tools, str(root / "restored")))[0])
+        steps["restore ours"].append(timed(lambda: restore_backup(store, listed, full, tools, str(root / "restored"), "full", True))[0])
         (root / "rawx").mkdir()
         steps["restore raw"].append(timed(lambda: subprocess.run("zstd -d -q -c '%s' | tar -x -C '%s'" % (archive, root / "rawx"),
                                                                  shell=True, check=True))[0])
@@ -208,10 +213,10 @@ def run_profile(root, profile, args):
           flush=True)
     for key, change in (("spread", change_one_percent), ("append", append_conversations)):
         change(state, rows, rng, profile)
-        t, inc = timed(lambda: bk.create_backup(store, str(state), str(root / "work"), tools, backup_type="incremental"))
+        t, inc = timed(lambda: create_backup(store, str(state), str(root / "work"), tools, "incremental", *FULL[1:]))
         r["inc %s ours" % key], r["inc %s ours MiB" % key], r["inc %s type" % key] = t, inc["archive"]["size"] / MIB, inc["type"]
         # what a full of the same state stores (another repository, so the chain above is untouched)
-        same = bk.create_backup(bk.LocalStore(str(root / "repo-full")), str(state), str(root / "work-full"), tools)
+        same = create_backup(LocalStore(str(root / "repo-full")), str(state), str(root / "work-full"), tools, *FULL)
         r["inc %s full MiB" % key] = same["archive"]["size"] / MIB
         shutil.rmtree(str(root / "repo-full"))
         if restic.exe:

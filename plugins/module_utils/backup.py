@@ -1,25 +1,29 @@
 # -*- coding: utf-8 -*-
 # Copyright: victor.ops contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Consistent, verifiable backups of Victor's state directory: the states as the module
-victor_backup and the scheduled command line (backup_cli) both run them, and the public
-names of the parts.
+"""The states of victor_backup (create, verify, prune, restore, revert) and the listing of
+victor_backup_info, as the modules and the scheduled command line (backup_cli) all run them:
+the options (argument_spec, validate), then run() or list_backups().
 
-One file per concern:
+Each name is imported from the file that defines it; one file per concern:
 
-    backup_common      format constants, BackupError, atomic writes, lock, path confinement, manifest checks
-    backup_select      which files of the state directory a backup takes
-    backup_sqlite      SQLite snapshots and integrity checks
-    backup_archive     the tar -> zstd (-> age) pipeline
-    backup_extract     safe, hashed extraction of an archive stream
-    backup_store       the local repository (backup_s3: the S3 one)
-    backup_catalogue   manifests: list, filter, choose, resolve chains
-    backup_create, backup_verify, backup_restore   the three operations
-    backup_retention   which backups prune keeps; backup_postgres: pg_dump/pg_restore
-    backup_cli         the systemd timers' command line
+    backup            options and the states (this file)
+    backup_cli        the systemd timers' command line
+    backup_create, backup_verify, backup_restore   the three operations on a backup
+    backup_retention  which backups prune keeps
+    backup_catalogue  manifests: check, list, filter, choose, resolve chains
+    backup_store      the local repository; backup_s3: the S3 one
+    backup_select     which files of the state directory a backup takes
+    backup_sqlite     SQLite snapshots and integrity checks
+    backup_postgres   pg_dump / pg_restore
+    backup_archive    the tar -> zstd (-> age) pipeline
+    backup_extract    safe, hashed extraction of an archive stream
+    backup_files      atomic writes, fsync, sha256, confinement of untrusted paths
+    backup_lock       the lock every state that writes holds
+    backup_common     format constants, BackupError, time
 
 Everything runs on the managed node with the standard library only (plus the zstd, age,
-pg_dump and pg_restore executables through pipes, and boto3 lazily in backup_s3).
+pg_dump and pg_restore executables through pipes, and boto3 for S3 storage).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -31,35 +35,26 @@ import os
 from ansible_collections.victor.ops.plugins.module_utils import backup_postgres
 from ansible_collections.victor.ops.plugins.module_utils import backup_retention
 from ansible_collections.victor.ops.plugins.module_utils import backup_s3
-from ansible_collections.victor.ops.plugins.module_utils.backup_archive import Tools
+from ansible_collections.victor.ops.plugins.module_utils.backup_archive import IdentityFile, Tools
 from ansible_collections.victor.ops.plugins.module_utils.backup_catalogue import (
     chain_state, filter_manifests, load_manifests, resolve_chain, select_backup, sort_manifests, summary,
 )
-from ansible_collections.victor.ops.plugins.module_utils.backup_common import (
-    MANIFEST_SUFFIX, BackupError, IdentityFile, Lock, check_manifest, confined, detect_victor_version, parse_time,
-    refuse_nul, sqlite_version,
-)
-from ansible_collections.victor.ops.plugins.module_utils.backup_create import create_backup
-from ansible_collections.victor.ops.plugins.module_utils.backup_extract import extract_member, read_archive
-from ansible_collections.victor.ops.plugins.module_utils.backup_restore import (
-    check_databases, check_revert, in_scope, restore_backup, revert,
-)
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError, refuse_nul
+from ansible_collections.victor.ops.plugins.module_utils.backup_create import create_backup, detect_victor_version
+from ansible_collections.victor.ops.plugins.module_utils.backup_lock import work_lock
+from ansible_collections.victor.ops.plugins.module_utils.backup_restore import check_revert, in_scope, restore_backup, revert
 from ansible_collections.victor.ops.plugins.module_utils.backup_select import select_files
-from ansible_collections.victor.ops.plugins.module_utils.backup_sqlite import QuickCheck
-from ansible_collections.victor.ops.plugins.module_utils.backup_store import LocalStore
+from ansible_collections.victor.ops.plugins.module_utils.backup_sqlite import sqlite_version
 from ansible_collections.victor.ops.plugins.module_utils.backup_verify import verify_backup
-from ansible_collections.victor.ops.plugins.module_utils.postgres_common import postgres_common_argument_spec
-
-__all__ = [
-    "MANIFEST_SUFFIX", "BackupError", "IdentityFile", "LocalStore", "Lock", "QuickCheck", "Tools", "argument_spec",
-    "chain_state", "check_databases", "check_manifest", "check_revert", "confined", "create_backup", "detect_victor_version",
-    "extract_member", "filter_manifests", "load_manifests", "parse_time", "read_archive", "refuse_nul", "resolve_chain",
-    "restore_backup", "revert", "run", "select_backup", "select_files", "sort_manifests", "sqlite_version", "summary",
-    "validate", "verify_backup", "with_defaults", "work_dir",
-]
+from ansible_collections.victor.ops.plugins.module_utils.postgres_common import connection_problems, postgres_common_argument_spec
 
 STATES = ("create", "verify", "prune", "restore", "revert")
-LOCK_NAME = ".victor-backup.lock"
+# victor_backup passes these to AnsibleModule too; validate() checks them for the CLI, with AnsibleModule's message
+MUTUALLY_EXCLUSIVE = [("backup_id", "before"), ("age_identity", "age_identity_file")]
+# Where scratch files and the lock go when work_dir is unset and the repository is not a local directory
+S3_WORK_DIR = "/var/tmp/victor-backup"
+# Connection options that do nothing without login_db (login_port and connect_timeout have defaults)
+LOGIN_OPTIONS = ("login_host", "login_user", "login_password", "login_unix_socket", "ssl_mode", "ca_cert", "ssl_cert", "ssl_key")
 
 
 def argument_spec():
@@ -109,26 +104,27 @@ def with_defaults(config):
 
 
 def work_dir(params):
-    """Where locks and scratch copies go: work_dir, else the local repository, else /var/tmp/victor-backup."""
+    """Where locks and scratch copies go: work_dir, else the local repository, else S3_WORK_DIR."""
     if params.get("work_dir"):
         return params["work_dir"]
-    return params["repository"] if params["storage"] == "local" else "/var/tmp/victor-backup"
+    return params["repository"] if params["storage"] == "local" else S3_WORK_DIR
 
 
 def validate(params):
-    """Raise BackupError for option values the argument spec cannot express."""
+    """Raise BackupError for option values the argument spec cannot express, or that the CLI's config
+    (which no AnsibleModule checks) breaks: victor_backup and backup_cli refuse them with one message."""
     refuse_nul(params)
+    for names in MUTUALLY_EXCLUSIVE:
+        if len([name for name in names if params.get(name) is not None]) > 1:
+            raise BackupError("parameters are mutually exclusive: %s" % "|".join(names))
     for key in ("lock_timeout", "compression_threads"):
         if params[key] < 0:
             raise BackupError("%s must be 0 or more, got %d" % (key, params[key]))
     if not 1 <= params["compression_level"] <= 22:
         raise BackupError("compression_level must be 1-22, got %d" % params["compression_level"])
-    if params["storage"] == "s3" and not params["s3_bucket"]:
-        raise BackupError("storage=s3 needs s3_bucket")
+    backup_s3.check_storage(params)
     if params["state"] == "revert" and not params["safety_copy"]:
         raise BackupError("state=revert needs safety_copy (the path a restore returned)")
-    if params["s3_multipart_chunksize"] < 5 * 1024 * 1024:
-        raise BackupError("s3_multipart_chunksize must be at least 5 MiB (S3's smallest part)")
     for recipient in params["age_recipients"]:
         if not recipient.startswith(("age1", "ssh-")):
             raise BackupError("age_recipients take public keys (age1... or ssh-...); never put a secret key here")
@@ -139,14 +135,30 @@ def validate(params):
     identity = params["age_identity_file"]
     if identity and os.stat(identity).st_mode & 0o077:
         raise BackupError("age_identity_file %s must not be readable by group or others (chmod 0600)" % identity)
+    problems = connection_problems(params)
+    given = [name for name in LOGIN_OPTIONS if params.get(name) not in (None, "")]
+    if given and not params["login_db"]:
+        problems.insert(0, "%s given without login_db: set login_db to the PostgreSQL database to back up "
+                           "(without it no database is dumped or restored)" % ", ".join(given))
+    if problems:
+        raise BackupError("; ".join(problems))
 
 
-def run(params, find_tool, check_mode=False):
-    """Run params["state"]; returns the result (failed=True with msg when a verify finds a problem).
+def list_backups(params, backup_type, scope, since):
+    """victor_backup_info's listing and the CLI's list: (summaries oldest first, problems), filtered by type, scope and time."""
+    refuse_nul(params)
+    backup_s3.check_storage(params)
+    manifests, problems = load_manifests(backup_s3.make_store(params, work_dir(params)), params["missing_ok"])
+    return [summary(m) for m in filter_manifests(manifests, backup_type, scope, since)], problems
+
+
+def run(params, find_tool, check_mode):
+    """Validate params, then run params["state"]; returns the result (failed=True with msg when a verify finds a problem).
 
     find_tool(name) returns the path of an executable (zstd, age, pg_dump, pg_restore) or
-    raises.  params are complete (the argument spec's names and defaults) and validated.
+    raises.  params are complete: the argument spec's names and defaults (with_defaults).
     """
+    validate(params)
     params = dict(params)
     params["work_dir"] = work_dir(params)
     if params["age_identity"]:
@@ -158,8 +170,8 @@ def run(params, find_tool, check_mode=False):
 
 
 def _tools(params, find_tool, need_age):
-    return Tools(zstd=find_tool("zstd"), age=find_tool("age") if need_age else "age",
-                 compression_level=params["compression_level"], threads=params["compression_threads"],
+    return Tools(params["compression_level"], params["compression_threads"], zstd=find_tool("zstd"),
+                 age=find_tool("age") if need_age else "age",
                  age_recipients=params["age_recipients"], age_recipients_file=params["age_recipients_file"],
                  age_identity_file=params["age_identity_file"],
                  age_identity_label="given in age_identity" if params["age_identity"] else None)
@@ -176,7 +188,7 @@ def _postgres(params, find_tool, tools=None):
 
 
 def _lock(params):
-    return Lock(os.path.join(params["work_dir"], LOCK_NAME), params["lock_timeout"])
+    return work_lock(params["work_dir"], params["lock_timeout"])
 
 
 def _run(params, find_tool, check_mode):
@@ -211,7 +223,9 @@ def _revert(params, find_tool, check_mode, result):
     target = params["target"] or params["source"]
     check_revert(target, params["safety_copy"])  # in check mode too: refused is not "changed"
     if not check_mode:
-        revert(target, params["safety_copy"], postgres=_postgres(params, find_tool), private_dir=params["work_dir"])
+        postgres = _postgres(params, find_tool)
+        with _lock(params):  # no backup may read the target while it is put back
+            revert(target, params["safety_copy"], postgres=postgres, private_dir=params["work_dir"])
     result.update(changed=True, safety_copy=params["safety_copy"])
     return result
 
@@ -226,11 +240,13 @@ def _create(params, find_tool, check_mode, result, store, need_age):
             paths.append(backup_postgres.dump_relpath(postgres.database, set(paths)))
         result.update(changed=True, files=paths, backup={"type": params["type"], "scope": params["scope"], "encrypted": tools.encrypt})
         return result
-    manifest = create_backup(
-        store, params["source"], params["work_dir"], tools, backup_type=params["type"], scope=params["scope"],
-        include=params["include"], exclude=params["exclude"], include_cache=params["include_cache"],
-        victor_version=params["victor_version"] or detect_victor_version([params["victor_venv"]]),
-        lock_timeout=params["lock_timeout"], postgres=[postgres] if postgres else [])
+    store.ensure()  # before the lock: a local repository is the default work_dir, and made 0700 here
+    with _lock(params):
+        manifest = create_backup(
+            store, params["source"], params["work_dir"], tools, params["type"], params["scope"], params["include"],
+            params["exclude"], params["include_cache"],
+            victor_version=params["victor_version"] or detect_victor_version([params["victor_venv"]]),
+            postgres=[postgres] if postgres else [])
     cleaned = manifest.pop("cleaned", [])
     result.update(changed=True, backup=summary(manifest), manifest=manifest, cleaned=cleaned,
                   files=[f["path"] for f in manifest["files"] if f.get("stored", True)])
@@ -269,6 +285,6 @@ def _restore(params, check_mode, result, store, manifests, chosen, chain, tools,
         return result
     with _lock(params):
         restored = restore_backup(store, manifests, chosen, tools, params["target"] or params["source"], params["scope"],
-                                  params["safety_copy"], postgres=postgres, restore_postgres=params["postgres_restore"])
+                                  params["postgres_restore"], safety_dir=params["safety_copy"], postgres=postgres)
     result.update(changed=True, files=restored["files"], safety_copy=restored["safety_copy"], postgres=restored["postgres"])
     return result

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: victor.ops contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The archive pipeline: tar -> zstd (-> age) in child processes, written and read through pipes."""
+"""The archive pipeline: tar -> zstd (-> age) in child processes, written and read through pipes, and the
+age identity given as text (IdentityFile)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -9,13 +10,19 @@ __metaclass__ = type
 
 import hashlib
 import os
+import shutil
 import stat
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 
-from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError, CHUNK, RACY_SECONDS
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError, CHUNK
+
+# File times move in coarse ticks: a file changed in the tick we read it in keeps the mtime we
+# recorded, so only a file older than this is trusted by stat next time (git's "racy clean").
+RACY_SECONDS = 2
 
 
 class _Pump(threading.Thread):
@@ -60,7 +67,7 @@ class _Pump(threading.Thread):
 class Tools:
     """Paths of the external programs and the encryption settings."""
 
-    def __init__(self, zstd="zstd", age="age", compression_level=3, threads=0,
+    def __init__(self, compression_level, threads, zstd="zstd", age="age",
                  age_recipients=None, age_recipients_file=None, age_identity_file=None, pg_restore="pg_restore",
                  age_identity_label=None):
         self.zstd = zstd
@@ -309,3 +316,30 @@ def abort_read(feeder, procs, out):
         proc.stderr.close()
     feeder.join(5)
     return errors
+
+
+class IdentityFile:
+    """An age identity given as text, written 0600 into a fresh 0700 directory and removed on exit.
+
+    The secret reaches age as a file path (-i), never on a command line.
+    """
+
+    def __init__(self, content, directory=None):
+        self.content = content
+        self.directory = directory
+        self.scratch = None
+        self.path = None
+
+    def __enter__(self):
+        if self.directory:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self.scratch = tempfile.mkdtemp(prefix=".victor-backup-identity-", dir=self.directory)
+        self.path = os.path.join(self.scratch, "identity.txt")
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.content.rstrip("\n") + "\n")
+        return self.path
+
+    def __exit__(self, *exc):
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return False

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: victor.ops contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The catalogue of a repository: loading, sorting, filtering and choosing manifests, and resolving
+"""The catalogue of a repository: checking, loading, sorting, filtering and choosing manifests, and resolving
 incremental chains.
 """
 
@@ -10,10 +10,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
-from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError, check_manifest, format_time, parse_time
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import (
+    ARCHIVE_SUFFIXES, ID_PATTERN, MANIFEST_SUFFIX, BackupError, format_time, parse_time,
+)
+from ansible_collections.victor.ops.plugins.module_utils.backup_files import resolve_links, safe_relpath
 
 
-def load_manifests(store, missing_ok=False):
+def load_manifests(store, missing_ok):
     """The store's manifests that pass check_manifest; the others are reported, never followed.
 
     A local repository that does not exist is an error unless missing_ok (then: no backups).
@@ -38,7 +41,7 @@ def sort_manifests(manifests):
     return sorted(manifests, key=lambda m: (parse_time(m["time"]), m["id"]))
 
 
-def filter_manifests(manifests, backup_type=None, scope=None, since=None):
+def filter_manifests(manifests, backup_type, scope, since):
     result = []
     since_time = parse_time(since) if since else None
     for manifest in sort_manifests(manifests):
@@ -113,3 +116,54 @@ def chain_state(chain):
             item["backup"] = manifest["id"] if record.get("stored", True) else state.get(record["path"], {}).get("backup")
             state[record["path"]] = item
     return state
+
+
+def check_manifest(manifest, name=None):
+    """Raise BackupError when a manifest is malformed or names a path outside its place."""
+    if not isinstance(manifest, dict):
+        raise BackupError("manifest %s is not a JSON object" % (name or "?"))
+    ident = manifest.get("id")
+    if not isinstance(ident, str) or not ID_PATTERN.match(ident):
+        raise BackupError("manifest %s has an invalid id %r" % (name or "?", ident))
+    if name is not None and ident + MANIFEST_SUFFIX != name:
+        raise BackupError("manifest %s: id %s does not match the file name" % (name, ident))
+    if manifest.get("time") is None:
+        raise BackupError("manifest %s has no time" % ident)
+    parse_time(manifest["time"])
+    if manifest.get("type") not in ("full", "incremental") or manifest.get("scope") not in ("full", "database", "config"):
+        raise BackupError("manifest %s has an unknown type %r or scope %r" % (ident, manifest.get("type"), manifest.get("scope")))
+    parent = manifest.get("parent")
+    if parent is not None and (not isinstance(parent, str) or not ID_PATTERN.match(parent)):
+        raise BackupError("manifest %s has an invalid parent %r" % (ident, parent))
+    archive = manifest.get("archive")
+    if not isinstance(archive, dict) or archive.get("name") not in [ident + s for s in ARCHIVE_SUFFIXES]:
+        raise BackupError("manifest %s: refusing archive name %r (must be %s.tar.zst[.age] in the repository)"
+                          % (ident, archive.get("name") if isinstance(archive, dict) else archive, ident))
+    if not isinstance(archive.get("size"), int) or not isinstance(archive.get("sha256"), str):
+        raise BackupError("manifest %s: archive size or sha256 missing" % ident)
+    files = manifest.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+        raise BackupError("manifest %s: files is not a list of records" % ident)
+    links = {}
+    for record in files:
+        path = record.get("path")
+        if safe_relpath(path, "manifest entry") != path or record.get("type") not in ("file", "symlink"):
+            raise BackupError("manifest %s: refusing entry %r" % (ident, path))
+        if record["type"] == "symlink":
+            links[path] = record.get("target")
+    if not isinstance(manifest.get("deleted") or [], list) or not isinstance(manifest.get("databases") or [], list):
+        raise BackupError("manifest %s: deleted or databases is not a list" % ident)
+    for path in manifest.get("deleted") or []:
+        safe_relpath(path, "manifest entry")
+    for db in manifest.get("databases") or []:
+        safe_relpath(db.get("path") if isinstance(db, dict) else db, "manifest database")
+    resolve_links(links, "manifest symlink")
+    _check_not_under_links(ident, [r["path"] for r in files], links)
+
+
+def _check_not_under_links(ident, paths, links):
+    for path in paths:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in links:
+                raise BackupError("manifest %s: refusing entry %r written through the symlink %r" % (ident, path, "/".join(parts[:i])))

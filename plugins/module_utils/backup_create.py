@@ -1,12 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: victor.ops contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Making a backup: select, snapshot, archive, verify what was written, then register the manifest."""
+"""Making a backup: select, snapshot, archive, verify what was written, then register the manifest; and the
+victor-ai version recorded in it."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import glob
 import os
 import shutil
 import socket
@@ -15,24 +17,17 @@ import sqlite3
 from ansible_collections.victor.ops.plugins.module_utils import backup_postgres
 from ansible_collections.victor.ops.plugins.module_utils.backup_archive import write_archive
 from ansible_collections.victor.ops.plugins.module_utils.backup_catalogue import chain_state, resolve_chain, sort_manifests
-from ansible_collections.victor.ops.plugins.module_utils.backup_common import (
-    Background,
-    BackupError,
-    FORMAT_VERSION,
-    Lock,
-    format_time,
-    new_backup_id,
-    sha256_file,
-    utcnow,
-)
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import FORMAT_VERSION, Background, BackupError, format_time, new_backup_id, utcnow
+from ansible_collections.victor.ops.plugins.module_utils.backup_files import sha256_file
 from ansible_collections.victor.ops.plugins.module_utils.backup_select import select_files
 from ansible_collections.victor.ops.plugins.module_utils.backup_sqlite import QuickCheck, snapshot_sqlite
 
 
-def create_backup(store, source, work_dir, tools, backup_type="full", scope="full", include=None, exclude=None,
-                  include_cache=False, victor_version=None, host=None, now=None, lock_timeout=0.0, postgres=None):
+def create_backup(store, source, work_dir, tools, backup_type, scope, include, exclude, include_cache, victor_version=None,
+                  host=None, now=None, postgres=None):
     """Make one backup; returns its manifest.  Raises BackupError and leaves nothing listed on failure.
 
+    The caller holds backup_lock.work_lock(work_dir): leftovers of killed runs are removed here.
     postgres: backup_postgres.PostgresSource objects whose databases are dumped (pg_dump
     --format=custom) into the archive for the full and database scopes.
     """
@@ -40,26 +35,25 @@ def create_backup(store, source, work_dir, tools, backup_type="full", scope="ful
         raise BackupError("unknown backup type %r" % (backup_type,))
     store.ensure()
     os.makedirs(work_dir, mode=0o700, exist_ok=True)
-    with Lock(os.path.join(work_dir, ".victor-backup.lock"), lock_timeout):
-        cleaned = store.cleanup() + _cleanup_scratch(work_dir)
-        now = now or utcnow()
-        manifests, _problems = store.list_manifests()
-        parent = None
-        if backup_type == "incremental":
-            same_scope = [m for m in sort_manifests(manifests) if m["scope"] == scope]
-            if not same_scope:
-                raise BackupError("incremental backup needs a previous %s-scope backup; make a full backup first" % scope)
-            parent = same_scope[-1]
-        backup_id = new_backup_id(now, backup_type)
-        scratch = os.path.join(work_dir, ".victor-backup-" + backup_id)
-        os.makedirs(scratch, mode=0o700)
-        try:
-            manifest = _create(store, source, scratch, tools, backup_id, backup_type, scope, include, exclude,
-                               include_cache, victor_version, host, now, parent, manifests, postgres)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        manifest["cleaned"] = cleaned
-        return manifest
+    cleaned = store.cleanup() + _cleanup_scratch(work_dir)
+    now = now or utcnow()
+    manifests, _problems = store.list_manifests()
+    parent = None
+    if backup_type == "incremental":
+        same_scope = [m for m in sort_manifests(manifests) if m["scope"] == scope]
+        if not same_scope:
+            raise BackupError("incremental backup needs a previous %s-scope backup; make a full backup first" % scope)
+        parent = same_scope[-1]
+    backup_id = new_backup_id(now, backup_type)
+    scratch = os.path.join(work_dir, ".victor-backup-" + backup_id)
+    os.makedirs(scratch, mode=0o700)
+    try:
+        manifest = _create(store, source, scratch, tools, backup_id, backup_type, scope, include, exclude,
+                           include_cache, victor_version, host, now, parent, manifests, postgres)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    manifest["cleaned"] = cleaned
+    return manifest
 
 
 def _cleanup_scratch(work_dir):
@@ -207,3 +201,31 @@ def _split_unchanged(entries, snapshots, parent_state):
                 continue
         changed.append(entry)
     return unchanged, changed
+
+
+def detect_victor_version(venvs=(), path_env=None):
+    """The installed victor-ai version: the dist-info of the first venv that has one, else the venv of
+    the ``victor`` command on PATH (read from its script's shebang).  None when it cannot be known."""
+    candidates = [v for v in venvs if v]
+    script = shutil.which("victor", path=path_env)
+    if script:
+        try:
+            with open(script, "rb") as handle:
+                first = handle.readline().decode("utf-8", "replace")
+            if first.startswith("#!"):
+                candidates.append(os.path.dirname(os.path.dirname(first[2:].strip().split()[0])))
+        except OSError:
+            pass
+    for venv in candidates:
+        pattern = os.path.join(venv, "lib", "python*", "site-packages", "victor_ai-*.dist-info", "METADATA")
+        for metadata in sorted(glob.glob(pattern)):
+            try:
+                with open(metadata, "rb") as handle:
+                    for line in handle.read(65536).decode("utf-8", "replace").splitlines():
+                        if line.startswith("Version:"):
+                            return line.split(":", 1)[1].strip()
+                        if not line:
+                            break
+            except OSError:
+                continue
+    return None

@@ -15,15 +15,9 @@ import tarfile
 import threading
 
 from ansible_collections.victor.ops.plugins.module_utils.backup_archive import abort_read, finish_read, open_archive_stream
-from ansible_collections.victor.ops.plugins.module_utils.backup_common import (
-    BackupError,
-    CHUNK,
-    check_manifest,
-    close_quietly,
-    follow_link,
-    resolve_links,
-    safe_relpath,
-)
+from ansible_collections.victor.ops.plugins.module_utils.backup_catalogue import check_manifest
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import CHUNK, BackupError, close_quietly
+from ansible_collections.victor.ops.plugins.module_utils.backup_files import follow_link, resolve_links, safe_relpath
 
 
 def check_member_name(name):

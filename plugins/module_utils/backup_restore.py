@@ -15,26 +15,22 @@ import stat
 import uuid
 
 from ansible_collections.victor.ops.plugins.module_utils import backup_postgres
-from ansible_collections.victor.ops.plugins.module_utils.backup_catalogue import chain_state, resolve_chain
-from ansible_collections.victor.ops.plugins.module_utils.backup_common import (
-    Background,
-    BackupError,
-    PARTIAL_MARKER,
-    check_manifest,
+from ansible_collections.victor.ops.plugins.module_utils.backup_catalogue import chain_state, check_manifest, resolve_chain
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import PARTIAL_MARKER, Background, BackupError, utcnow
+from ansible_collections.victor.ops.plugins.module_utils.backup_files import (
     check_tree_links,
     confined,
     fsync_path,
     inside,
     resolve_links,
-    utcnow,
     write_file_atomic,
 )
 from ansible_collections.victor.ops.plugins.module_utils.backup_extract import Syncer, read_archive
 from ansible_collections.victor.ops.plugins.module_utils.backup_sqlite import integrity_lines
 
 
-def restore_backup(store, manifests, manifest, tools, target, scope="full", safety_dir=None, now=None, postgres=None,
-                   restore_postgres=True):
+def restore_backup(store, manifests, manifest, tools, target, scope, restore_postgres, safety_dir=None, now=None,
+                   postgres=None):
     """Restore a backup chain into target; returns {restored, safety_copy, files, moved, postgres}.
 
     1. Extract and check every archive of the chain into a staging directory next to the

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: victor.ops contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""S3 storage for victor_backup (boto3, imported lazily).
+"""S3 storage for victor_backup (boto3, imported when present; check_storage refuses S3 without it).
 
 The archive is spooled to a local scratch file while it is produced (bounded memory),
 uploaded with boto3's managed transfer (multipart above a threshold), then checked with
@@ -29,6 +29,7 @@ from ansible_collections.victor.ops.plugins.module_utils.redact import redact, u
 
 try:
     import boto3
+    from boto3.s3.transfer import TransferConfig
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
     HAS_BOTO3 = True
@@ -39,9 +40,9 @@ except ImportError as _exc:  # pragma: no cover - reported by the module
     BotoCoreError = ClientError = Exception
 
 
-STORAGE_DEFAULTS = {"storage": "local", "repository": "/var/backups/victor", "s3_prefix": "victor-backups",
-                    "s3_multipart_threshold": 64 * 1024 * 1024, "s3_multipart_chunksize": 16 * 1024 * 1024,
-                    "s3_validate_certs": True, "s3_timeout": 60.0}
+MIB = 1024 * 1024
+# Both modules pass it to AnsibleModule; check_storage checks it for the CLI, with AnsibleModule's message
+REQUIRED_IF = [("storage", "s3", ["s3_bucket"])]
 S3_ATTEMPTS = 3  # tries per request; each waits at most s3_timeout / S3_ATTEMPTS for the endpoint
 MAX_S3_TIMEOUT = 3600.0
 
@@ -50,9 +51,9 @@ def storage_argument_spec():
     """Options saying where the backups are (doc fragment victor.ops.backup_storage), shared by both modules."""
     return dict(
         storage=dict(type="str", default="local", choices=["local", "s3"]),
-        repository=dict(type="path", default=STORAGE_DEFAULTS["repository"]),
+        repository=dict(type="path", default="/var/backups/victor"),
         s3_bucket=dict(type="str"),
-        s3_prefix=dict(type="str", default=STORAGE_DEFAULTS["s3_prefix"]),
+        s3_prefix=dict(type="str", default="victor-backups"),
         s3_region=dict(type="str"),
         # no_log: an endpoint URL is where user:password@ gets pasted (it is refused, and must not be echoed)
         s3_endpoint_url=dict(type="str", no_log=True),
@@ -61,12 +62,12 @@ def storage_argument_spec():
         s3_session_token=dict(type="str", no_log=True),
         s3_sse=dict(type="str", choices=["AES256", "aws:kms"]),
         s3_sse_kms_key_id=dict(type="str", no_log=False),
-        s3_multipart_threshold=dict(type="int", default=STORAGE_DEFAULTS["s3_multipart_threshold"]),
-        s3_multipart_chunksize=dict(type="int", default=STORAGE_DEFAULTS["s3_multipart_chunksize"]),
+        s3_multipart_threshold=dict(type="int", default=64 * MIB),
+        s3_multipart_chunksize=dict(type="int", default=16 * MIB),
         s3_request_checksum_calculation=dict(type="str", choices=["when_supported", "when_required"]),
         s3_response_checksum_validation=dict(type="str", choices=["when_supported", "when_required"]),
         s3_validate_certs=dict(type="bool", default=True),
-        s3_timeout=dict(type="float", default=STORAGE_DEFAULTS["s3_timeout"]),
+        s3_timeout=dict(type="float", default=60.0),
     )
 
 
@@ -91,24 +92,38 @@ def timeout_problem(timeout):
     return None
 
 
-def make_store(params, spool_dir):
-    """A LocalStore or S3Store from the storage options (module params or the timers' JSON config)."""
-    cfg = dict(STORAGE_DEFAULTS)
-    cfg.update(dict((k, v) for k, v in params.items() if v is not None))
-    if cfg["storage"] == "local":
-        return LocalStore(cfg["repository"])
-    if not cfg.get("s3_bucket"):
-        raise BackupError("storage=s3 needs s3_bucket")
-    problem = (cfg.get("s3_endpoint_url") and endpoint_problem(cfg["s3_endpoint_url"])) or timeout_problem(cfg["s3_timeout"])
+def check_storage(params):
+    """Raise BackupError for storage options the argument spec cannot refuse (both modules and the CLI call it)."""
+    if params["storage"] != "s3":
+        return
+    for key, value, needed in REQUIRED_IF:
+        missing = [name for name in needed if not params[name]]
+        if params[key] == value and missing:
+            raise BackupError("%s is %s but all of the following are missing: %s" % (key, value, ", ".join(missing)))
+    if not HAS_BOTO3:
+        raise BackupError("boto3 is required for S3 storage (Debian: apt-get install python3-boto3): %s" % BOTO3_IMPORT_ERROR)
+    problem = (params["s3_endpoint_url"] and endpoint_problem(params["s3_endpoint_url"])) or timeout_problem(params["s3_timeout"])
     if problem:
         raise BackupError(problem)
+    if params["s3_multipart_chunksize"] < 5 * MIB:
+        raise BackupError("s3_multipart_chunksize must be at least 5 MiB (S3's smallest part)")
+
+
+def make_store(params, spool_dir):
+    """A LocalStore or S3Store from the storage options; those left out or null take storage_argument_spec's defaults."""
+    given = params
+    params = dict((name, option.get("default")) for name, option in storage_argument_spec().items())
+    params.update((key, value) for key, value in given.items() if key in params and value is not None)
+    check_storage(params)
+    if params["storage"] == "local":
+        return LocalStore(params["repository"])
     return S3Store(
-        cfg["s3_bucket"], prefix=cfg["s3_prefix"], region=cfg.get("s3_region"), endpoint_url=cfg.get("s3_endpoint_url"),
-        access_key=cfg.get("s3_access_key"), secret_key=cfg.get("s3_secret_key"), session_token=cfg.get("s3_session_token"),
-        sse=cfg.get("s3_sse"), sse_kms_key_id=cfg.get("s3_sse_kms_key_id"), multipart_threshold=cfg["s3_multipart_threshold"],
-        multipart_chunksize=cfg["s3_multipart_chunksize"], request_checksum_calculation=cfg.get("s3_request_checksum_calculation"),
-        response_checksum_validation=cfg.get("s3_response_checksum_validation"), spool_dir=spool_dir,
-        validate_certs=cfg["s3_validate_certs"], timeout=cfg["s3_timeout"])
+        params["s3_bucket"], params["s3_prefix"], params["s3_multipart_threshold"], params["s3_multipart_chunksize"],
+        spool_dir, params["s3_validate_certs"], params["s3_timeout"], region=params["s3_region"],
+        endpoint_url=params["s3_endpoint_url"], access_key=params["s3_access_key"], secret_key=params["s3_secret_key"],
+        session_token=params["s3_session_token"], sse=params["s3_sse"], sse_kms_key_id=params["s3_sse_kms_key_id"],
+        request_checksum_calculation=params["s3_request_checksum_calculation"],
+        response_checksum_validation=params["s3_response_checksum_validation"])
 
 
 def expected_etag(path, threshold, chunksize):
@@ -144,12 +159,9 @@ class S3Store:
 
     kind = "s3"
 
-    def __init__(self, bucket, prefix="", region=None, endpoint_url=None, access_key=None, secret_key=None,
-                 session_token=None, sse=None, sse_kms_key_id=None, multipart_threshold=64 * 1024 * 1024,
-                 multipart_chunksize=16 * 1024 * 1024, request_checksum_calculation=None,
-                 response_checksum_validation=None, spool_dir="/var/tmp", validate_certs=True, timeout=60.0):
-        if not HAS_BOTO3:
-            raise BackupError("boto3 is required for S3 storage (Debian: apt-get install python3-boto3): %s" % BOTO3_IMPORT_ERROR)
+    def __init__(self, bucket, prefix, multipart_threshold, multipart_chunksize, spool_dir, validate_certs, timeout,
+                 region=None, endpoint_url=None, access_key=None, secret_key=None, session_token=None, sse=None,
+                 sse_kms_key_id=None, request_checksum_calculation=None, response_checksum_validation=None):
         self.secrets = [secret_key, session_token]
         self.bucket = bucket
         self.prefix = (prefix or "").strip("/")
@@ -177,7 +189,6 @@ class S3Store:
         session = boto3.session.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key,
                                         aws_session_token=session_token, region_name=region)
         self.client = session.client("s3", endpoint_url=endpoint_url, config=config, verify=validate_certs)
-        from boto3.s3.transfer import TransferConfig
         self.transfer = TransferConfig(multipart_threshold=self.threshold, multipart_chunksize=self.chunksize,
                                        max_concurrency=4, use_threads=True)
 

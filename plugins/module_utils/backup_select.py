@@ -12,7 +12,9 @@ import os
 import posixpath
 import stat
 
-from ansible_collections.victor.ops.plugins.module_utils.backup_common import ALWAYS_EXCLUDED, BackupError, CONFIG_PATTERNS, is_sqlite_file, resolve_links
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import ALWAYS_EXCLUDED, CONFIG_PATTERNS, BackupError
+from ansible_collections.victor.ops.plugins.module_utils.backup_files import resolve_links
+from ansible_collections.victor.ops.plugins.module_utils.backup_sqlite import is_sqlite_file
 
 
 def _match_any(relpath, patterns):
@@ -27,7 +29,7 @@ def _match_any(relpath, patterns):
     return False
 
 
-def select_files(source, scope="full", include=None, exclude=None, include_cache=False):
+def select_files(source, scope, include, exclude, include_cache):
     """Walk source and return sorted entries {path, kind, abspath, type} for the scope.
 
     kind is ``db`` (an SQLite file), ``config`` (a top-level config file) or ``data``.

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: victor.ops contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""SQLite snapshots (online backup API + quick_check) and the integrity checks of verify and restore."""
+"""SQLite: recognising a database file, snapshots (online backup API + quick_check) and the integrity checks of
+verify and restore."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -12,6 +13,20 @@ import sqlite3
 import threading
 
 from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def is_sqlite_file(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(16) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def sqlite_version():
+    return sqlite3.sqlite_version
 
 
 def snapshot_sqlite(src_path, dst_path, check=True):

@@ -11,15 +11,9 @@ import json
 import os
 import uuid
 
-from ansible_collections.victor.ops.plugins.module_utils.backup_common import (
-    BackupError,
-    MANIFEST_SUFFIX,
-    check_manifest,
-    close_quietly,
-    confined,
-    fsync_path,
-    write_file_atomic,
-)
+from ansible_collections.victor.ops.plugins.module_utils.backup_catalogue import check_manifest
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import MANIFEST_SUFFIX, BackupError, close_quietly
+from ansible_collections.victor.ops.plugins.module_utils.backup_files import confined, fsync_path, write_file_atomic
 
 
 class LocalStore:

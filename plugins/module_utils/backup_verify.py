@@ -12,21 +12,14 @@ import shutil
 import tempfile
 
 from ansible_collections.victor.ops.plugins.module_utils import backup_postgres
-from ansible_collections.victor.ops.plugins.module_utils.backup_catalogue import chain_state, resolve_chain
-from ansible_collections.victor.ops.plugins.module_utils.backup_common import (
-    Background,
-    BackupError,
-    check_manifest,
-    confined,
-    format_time,
-    resolve_links,
-    utcnow,
-)
+from ansible_collections.victor.ops.plugins.module_utils.backup_catalogue import chain_state, check_manifest, resolve_chain
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import Background, BackupError, format_time, utcnow
+from ansible_collections.victor.ops.plugins.module_utils.backup_files import confined, resolve_links
 from ansible_collections.victor.ops.plugins.module_utils.backup_extract import read_archive
 from ansible_collections.victor.ops.plugins.module_utils.backup_sqlite import integrity_check
 
 
-def verify_backup(store, manifests, manifest, tools, work_dir, record=True):
+def verify_backup(store, manifests, manifest, tools, work_dir, record):
     """Re-read the archive (and its chain), check all sha256, integrity_check DB snapshots.
 
     Returns a dict {id, ok, problems, databases}.  With record, the result is written

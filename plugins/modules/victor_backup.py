@@ -375,28 +375,27 @@ sqlite_version:
   sample: 3.40.1
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.victor.ops.plugins.module_utils import backup as bk
 from ansible_collections.victor.ops.plugins.module_utils import backup_s3
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError
+from ansible_collections.victor.ops.plugins.module_utils.backup_sqlite import sqlite_version
 
 
 def main():
     module = AnsibleModule(
         argument_spec=bk.argument_spec(),
         supports_check_mode=True,
-        required_if=[("storage", "s3", ["s3_bucket"])],
-        mutually_exclusive=[("backup_id", "before"), ("age_identity", "age_identity_file")],
+        required_if=backup_s3.REQUIRED_IF,
+        mutually_exclusive=bk.MUTUALLY_EXCLUSIVE,
     )
-    if module.params["storage"] == "s3" and not backup_s3.HAS_BOTO3:
-        module.fail_json(msg=missing_required_lib("boto3 (Debian package python3-boto3)"), exception=str(backup_s3.BOTO3_IMPORT_ERROR))
     try:
-        bk.validate(module.params)
         result = bk.run(module.params, lambda name: module.get_bin_path(name, required=True), module.check_mode)
-    except bk.BackupError as exc:
-        module.fail_json(msg=str(exc), sqlite_version=bk.sqlite_version(), problems=[str(exc)])
+    except BackupError as exc:
+        module.fail_json(msg=str(exc), sqlite_version=sqlite_version(), problems=[str(exc)])
     except OSError as exc:
-        module.fail_json(msg="%s: %s" % (exc.__class__.__name__, exc), sqlite_version=bk.sqlite_version(), problems=[str(exc)])
+        module.fail_json(msg="%s: %s" % (exc.__class__.__name__, exc), sqlite_version=sqlite_version(), problems=[str(exc)])
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)

@@ -88,10 +88,11 @@ problems:
   sample: []
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.victor.ops.plugins.module_utils import backup as bk
 from ansible_collections.victor.ops.plugins.module_utils import backup_s3
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError
 
 
 def argument_spec():
@@ -109,21 +110,16 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
         supports_check_mode=True,
-        required_if=[("storage", "s3", ["s3_bucket"])],
+        required_if=backup_s3.REQUIRED_IF,
     )
     params = module.params
-    if params["storage"] == "s3" and not backup_s3.HAS_BOTO3:
-        module.fail_json(msg=missing_required_lib("boto3 (Debian package python3-boto3)"), exception=str(backup_s3.BOTO3_IMPORT_ERROR))
     try:
-        bk.refuse_nul(params)
-        store = backup_s3.make_store(params, "/var/tmp/victor-backup")
-        manifests, problems = bk.load_manifests(store, params["missing_ok"])
-        chosen = bk.filter_manifests(manifests, params["filter_type"], params["filter_scope"], params["since"])
-    except bk.BackupError as exc:
+        backups, problems = bk.list_backups(params, params["filter_type"], params["filter_scope"], params["since"])
+    except BackupError as exc:
         module.fail_json(msg=str(exc))
     except OSError as exc:
         module.fail_json(msg="%s: %s" % (exc.__class__.__name__, exc))
-    module.exit_json(changed=False, backups=[bk.summary(m) for m in chosen], problems=problems)
+    module.exit_json(changed=False, backups=backups, problems=problems)
 
 
 if __name__ == "__main__":

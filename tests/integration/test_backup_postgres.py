@@ -11,9 +11,12 @@ import subprocess
 import tarfile
 
 import pytest
+
+import backup_calls as bc
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.victor.ops.plugins.module_utils import backup as bk
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError, MANIFEST_SUFFIX
+from ansible_collections.victor.ops.plugins.module_utils.backup_store import LocalStore
 from ansible_collections.victor.ops.plugins.module_utils import backup_postgres as bp
 from ansible_collections.victor.ops.plugins.modules import victor_backup
 from ansible_collections.victor.ops.plugins.filter.postgres_url_options import postgres_url_options
@@ -108,7 +111,7 @@ def test_backup_drop_restore_and_revert_through_the_module(pg, state, tmp_path, 
     record = [f for f in result['manifest']['files'] if f['path'] == entry['path']][0]
     assert entry['size'] == record['size'] > 0 and entry['sha256'] == record['sha256']
     assert OWNER_PASSWORD not in out
-    manifest_text = open(os.path.join(str(tmp_path / 'repo'), result['manifest']['id'] + bk.MANIFEST_SUFFIX)).read()
+    manifest_text = open(os.path.join(str(tmp_path / 'repo'), result['manifest']['id'] + MANIFEST_SUFFIX)).read()
     assert OWNER_PASSWORD not in manifest_text and 'ckpt:' not in manifest_text
     # the password went only into a 0600 PGPASSFILE, never into argv or the environment
     assert calls and all(OWNER_PASSWORD not in ' '.join(argv) for argv, _env, _mode in calls)
@@ -145,14 +148,14 @@ def test_backup_drop_restore_and_revert_through_the_module(pg, state, tmp_path, 
 
 def test_failed_pg_restore_leaves_database_unchanged_and_puts_files_back(pg, state, tmp_path):
     info, conn = pg
-    store = bk.LocalStore(str(tmp_path / 'repo'))
+    store = LocalStore(str(tmp_path / 'repo'))
     source = bp.PostgresSource(_options(info))
-    manifest = bk.create_backup(store, str(state), str(tmp_path / 'work'), bk.Tools(), postgres=[source])
+    manifest = bc.create_backup(store, str(state), str(tmp_path / 'work'), bc.Tools(), postgres=[source])
     conn.execute('DELETE FROM checkpoints WHERE id > 10')
     conn.execute('CREATE VIEW recent AS SELECT * FROM checkpoints')  # blocks DROP TABLE checkpoints: pg_restore fails
     (state / 'profiles.yaml').write_text('changed: true\n')
-    with pytest.raises(bk.BackupError) as exc:
-        bk.restore_backup(store, store.list_manifests()[0], manifest, bk.Tools(), str(state), postgres=source)
+    with pytest.raises(BackupError) as exc:
+        bc.restore_backup(store, store.list_manifests()[0], manifest, bc.Tools(), str(state), postgres=source)
     message = str(exc.value)
     assert 'pg_restore into postgresql://ckpt@127.0.0.1:%d/checkpoints failed' % info['port'] in message
     assert 'database is unchanged' in message and 'previous files were put back' in message
@@ -186,11 +189,11 @@ def _rewrite_dump(store, manifest, mutate):
 
 def test_flipped_bytes_fail_verify_and_restore_changes_nothing(pg, state, tmp_path):
     info, conn = pg
-    store = bk.LocalStore(str(tmp_path / 'repo'))
+    store = LocalStore(str(tmp_path / 'repo'))
     source = bp.PostgresSource(_options(info))
-    manifest = bk.create_backup(store, str(state), str(tmp_path / 'work'), bk.Tools(), postgres=[source], scope='database')
+    manifest = bc.create_backup(store, str(state), str(tmp_path / 'work'), bc.Tools(), postgres=[source], scope='database')
     assert sorted(f['path'] for f in manifest['files']) == ['.victor-backup-postgres/checkpoints.pgdump', 'victor.db']
-    assert bk.verify_backup(store, store.list_manifests()[0], manifest, bk.Tools(), str(tmp_path / 'v0'))['ok']
+    assert bc.verify_backup(store, store.list_manifests()[0], manifest, bc.Tools(), str(tmp_path / 'v0'))['ok']
     # 1. a byte flipped in the archive: the archive sha256 catches it
     path = os.path.join(store.path, manifest['archive']['name'])
     with open(path, 'r+b') as handle:
@@ -198,21 +201,21 @@ def test_flipped_bytes_fail_verify_and_restore_changes_nothing(pg, state, tmp_pa
         byte = handle.read(1)
         handle.seek(-1, 1)
         handle.write(bytes([byte[0] ^ 1]))
-    result = bk.verify_backup(store, store.list_manifests()[0], manifest, bk.Tools(), str(tmp_path / 'v1'), record=False)
+    result = bc.verify_backup(store, store.list_manifests()[0], manifest, bc.Tools(), str(tmp_path / 'v1'), record=False)
     assert not result['ok']
     # 2. a flipped byte in the dump's header with matching sha256s: pg_restore --list catches it
-    manifest = bk.create_backup(store, str(state), str(tmp_path / 'work'), bk.Tools(), postgres=[source], scope='database')
+    manifest = bc.create_backup(store, str(state), str(tmp_path / 'work'), bc.Tools(), postgres=[source], scope='database')
     _rewrite_dump(store, manifest, lambda data: data[:1] + bytes([data[1] ^ 0x20]) + data[2:])
-    result = bk.verify_backup(store, store.list_manifests()[0], manifest, bk.Tools(), str(tmp_path / 'v2'), record=False)
+    result = bc.verify_backup(store, store.list_manifests()[0], manifest, bc.Tools(), str(tmp_path / 'v2'), record=False)
     assert not result['ok'] and 'pg_restore --list rejects' in ' '.join(result['problems'])
     conn.execute('DELETE FROM checkpoints WHERE id > 5')
-    with pytest.raises(bk.BackupError, match='PostgreSQL dump in backup .* is unusable, nothing was changed'):
-        bk.restore_backup(store, store.list_manifests()[0], manifest, bk.Tools(), str(state), scope='database', postgres=source)
+    with pytest.raises(BackupError, match='PostgreSQL dump in backup .* is unusable, nothing was changed'):
+        bc.restore_backup(store, store.list_manifests()[0], manifest, bc.Tools(), str(state), scope='database', postgres=source)
     assert _rows(conn) == 5
     # 3. a truncated dump (its catalogue still reads): the full read catches it
-    manifest = bk.create_backup(store, str(state), str(tmp_path / 'work'), bk.Tools(), postgres=[source], scope='database')
+    manifest = bc.create_backup(store, str(state), str(tmp_path / 'work'), bc.Tools(), postgres=[source], scope='database')
     _rewrite_dump(store, manifest, lambda data: data[:-200])
-    result = bk.verify_backup(store, store.list_manifests()[0], manifest, bk.Tools(), str(tmp_path / 'v3'), record=False)
+    result = bc.verify_backup(store, store.list_manifests()[0], manifest, bc.Tools(), str(tmp_path / 'v3'), record=False)
     assert not result['ok'] and 'pg_restore' in ' '.join(result['problems'])
 
 
@@ -233,7 +236,7 @@ def test_bad_options_or_credentials_fail_clearly_without_the_password(pg, state,
     assert failed
     assert message in result['msg']
     assert 'wrong-password-123' not in out and OWNER_PASSWORD not in out
-    assert bk.LocalStore(str(tmp_path / 'repo')).list_manifests() == ([], [])
+    assert LocalStore(str(tmp_path / 'repo')).list_manifests() == ([], [])
 
 
 def test_restore_without_url_refuses_and_files_only_is_possible(pg, state, tmp_path, capsys):
@@ -257,10 +260,10 @@ def test_timer_cli_dumps_postgres_from_its_config(pg, state, tmp_path, capsys):
     assert backup_cli.main(['--config', str(config), 'verify']) == 0
     out = capsys.readouterr().out
     assert '.victor-backup-postgres/checkpoints.pgdump' in out and OWNER_PASSWORD not in out
-    manifest = bk.LocalStore(str(tmp_path / 'repo')).list_manifests()[0][0]
+    manifest = LocalStore(str(tmp_path / 'repo')).list_manifests()[0][0]
     assert [d['database'] for d in manifest['databases'] if d.get('engine') == 'postgresql'] == ['checkpoints']
     conn.execute('TRUNCATE checkpoints')
-    bk.restore_backup(bk.LocalStore(str(tmp_path / 'repo')), [manifest], manifest, bk.Tools(), str(state), scope='database',
+    bc.restore_backup(LocalStore(str(tmp_path / 'repo')), [manifest], manifest, bc.Tools(), str(state), scope='database',
                       postgres=bp.PostgresSource(_options(info)))
     assert _rows(conn) == 3000
     config.write_text(json.dumps({'source': str(state), 'repository': str(tmp_path / 'repo'),
@@ -280,9 +283,9 @@ def test_url_without_password_uses_the_users_pgpass(pg, state, tmp_path, monkeyp
     monkeypatch.setenv('HOME', str(home))
     monkeypatch.setenv('PGPASSWORD', 'inherited-wrong')  # scrubbed: only the options and ~/.pgpass count
     source = bp.PostgresSource({'login_host': '127.0.0.1', 'login_port': info['port'], 'login_user': 'ckpt', 'login_db': 'checkpoints'})
-    store = bk.LocalStore(str(tmp_path / 'repo'))
-    manifest = bk.create_backup(store, str(state), str(tmp_path / 'work'), bk.Tools(), postgres=[source], scope='database')
+    store = LocalStore(str(tmp_path / 'repo'))
+    manifest = bc.create_backup(store, str(state), str(tmp_path / 'work'), bc.Tools(), postgres=[source], scope='database')
     assert [d['database'] for d in manifest['databases'] if d.get('engine') == 'postgresql'] == ['checkpoints']
     pgpass.unlink()
-    with pytest.raises(bk.BackupError, match='no password supplied|password authentication failed'):
-        bk.create_backup(store, str(state), str(tmp_path / 'work'), bk.Tools(), postgres=[source], scope='database')
+    with pytest.raises(BackupError, match='no password supplied|password authentication failed'):
+        bc.create_backup(store, str(state), str(tmp_path / 'work'), bc.Tools(), postgres=[source], scope='database')

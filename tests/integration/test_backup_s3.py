@@ -13,9 +13,10 @@ import time
 
 import pytest
 
+import backup_calls as bc
 boto3 = pytest.importorskip("boto3")
 
-from ansible_collections.victor.ops.plugins.module_utils import backup as bk  # noqa: E402
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError, MANIFEST_SUFFIX, parse_time  # noqa: E402
 from ansible_collections.victor.ops.plugins.module_utils import backup_s3  # noqa: E402
 
 MIB = 1024 * 1024
@@ -49,7 +50,8 @@ def _store(url, bucket, tmp_path, **kwargs):
         pass
     args = dict(prefix="victor/backups", region="us-east-1", endpoint_url=url, access_key="test", secret_key="test",
                 multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB, spool_dir=str(tmp_path / "spool"),
-                request_checksum_calculation="when_required", response_checksum_validation="when_required")
+                request_checksum_calculation="when_required", response_checksum_validation="when_required",
+                validate_certs=True, timeout=60.0)
     args.update(kwargs)
     return backup_s3.S3Store(bucket, **args), client
 
@@ -72,7 +74,7 @@ def _state(tmp_path, log_mib=12):
 def test_multipart_upload_checked_listed_verified_restored(moto, tmp_path):
     store, client = _store(moto, "victor-a", tmp_path, sse="AES256")
     state = _state(tmp_path)
-    full = bk.create_backup(store, str(state), str(tmp_path / "work"), bk.Tools())
+    full = bc.create_backup(store, str(state), str(tmp_path / "work"), bc.Tools())
     assert full["archive"]["multipart"] is True and full["archive"]["upload_check"] == "size+md5"
     assert full["archive"]["etag"].endswith('-3"')  # 12 MiB in 5 MiB parts
     head = client.head_object(Bucket="victor-a", Key="victor/backups/" + full["archive"]["name"])
@@ -80,14 +82,14 @@ def test_multipart_upload_checked_listed_verified_restored(moto, tmp_path):
     assert head["ServerSideEncryption"] == "AES256"
     with open(str(state / "profiles.yaml"), "a") as handle:
         handle.write("changed: 1\n")
-    inc = bk.create_backup(store, str(state), str(tmp_path / "work"), bk.Tools(), backup_type="incremental")
+    inc = bc.create_backup(store, str(state), str(tmp_path / "work"), bc.Tools(), backup_type="incremental")
     assert inc["archive"]["multipart"] is False and inc["parent"] == full["id"]
     listed, problems = store.list_manifests()
     assert problems == [] and sorted(m["id"] for m in listed) == sorted([full["id"], inc["id"]])
-    assert bk.verify_backup(store, listed, inc, bk.Tools(), str(tmp_path / "verify"))["ok"]
+    assert bc.verify_backup(store, listed, inc, bc.Tools(), str(tmp_path / "verify"))["ok"]
     assert os.listdir(str(tmp_path / "spool")) == []  # spooled archives are removed
     shutil.rmtree(str(state))
-    bk.restore_backup(store, store.list_manifests()[0], inc, bk.Tools(), str(state))
+    bc.restore_backup(store, store.list_manifests()[0], inc, bc.Tools(), str(state))
     conn = sqlite3.connect(str(state / "victor.db"))
     assert conn.execute("SELECT count(*) FROM t WHERE v LIKE 'marker-%'").fetchone()[0] == 500
     conn.close()
@@ -98,35 +100,35 @@ def test_corrupt_upload_is_detected_and_never_listed(moto, tmp_path, monkeypatch
     store, client = _store(moto, "victor-b", tmp_path)
     state = _state(tmp_path, log_mib=1)
     monkeypatch.setattr(backup_s3, "expected_etag", lambda path, threshold, chunk: '"0000"')
-    with pytest.raises(bk.BackupError, match="the upload is corrupt"):
-        bk.create_backup(store, str(state), str(tmp_path / "work"), bk.Tools())
+    with pytest.raises(BackupError, match="the upload is corrupt"):
+        bc.create_backup(store, str(state), str(tmp_path / "work"), bc.Tools())
     assert store.list_manifests() == ([], [])
 
 
 def test_tampered_object_fails_verify(moto, tmp_path):
     store, client = _store(moto, "victor-c", tmp_path)
     state = _state(tmp_path, log_mib=1)
-    manifest = bk.create_backup(store, str(state), str(tmp_path / "work"), bk.Tools())
+    manifest = bc.create_backup(store, str(state), str(tmp_path / "work"), bc.Tools())
     key = "victor/backups/" + manifest["archive"]["name"]
     body = bytearray(client.get_object(Bucket="victor-c", Key=key)["Body"].read())
     body[len(body) // 2] ^= 0x10
     client.put_object(Bucket="victor-c", Key=key, Body=bytes(body))
     listed = store.list_manifests()[0]
-    assert not bk.verify_backup(store, listed, manifest, bk.Tools(), str(tmp_path / "v"), record=False)["ok"]
+    assert not bc.verify_backup(store, listed, manifest, bc.Tools(), str(tmp_path / "v"), record=False)["ok"]
     before = (state / "profiles.yaml").read_text()
-    with pytest.raises(bk.BackupError):
-        bk.restore_backup(store, listed, manifest, bk.Tools(), str(state))
+    with pytest.raises(BackupError):
+        bc.restore_backup(store, listed, manifest, bc.Tools(), str(state))
     assert (state / "profiles.yaml").read_text() == before
 
 
 def test_prune_deletes_manifest_and_archive(moto, tmp_path):
     store, client = _store(moto, "victor-d", tmp_path)
     state = _state(tmp_path, log_mib=1)
-    old = bk.create_backup(store, str(state), str(tmp_path / "work"), bk.Tools(), now=bk.parse_time("2025-01-01T02:00:00Z"))
-    new = bk.create_backup(store, str(state), str(tmp_path / "work"), bk.Tools(), now=bk.parse_time("2025-01-02T02:00:00Z"))
+    old = bc.create_backup(store, str(state), str(tmp_path / "work"), bc.Tools(), now=parse_time("2025-01-01T02:00:00Z"))
+    new = bc.create_backup(store, str(state), str(tmp_path / "work"), bc.Tools(), now=parse_time("2025-01-02T02:00:00Z"))
     store.delete(old)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="victor-d")["Contents"]]
-    assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted([new["id"] + bk.MANIFEST_SUFFIX, new["archive"]["name"]])
+    assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted([new["id"] + MANIFEST_SUFFIX, new["archive"]["name"]])
 
 
 @pytest.mark.parametrize("body", [b"[]", b"null", b"{}", b"7"])

@@ -15,13 +15,18 @@ import tarfile
 import tempfile
 import zipfile
 
+import backup_calls as bc
 import module_runner
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 
-from ansible_collections.victor.ops.plugins.module_utils import backup as bk
-from ansible_collections.victor.ops.plugins.module_utils import backup_verify
+from ansible_collections.victor.ops.plugins.module_utils.backup_catalogue import check_manifest, load_manifests
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError, MANIFEST_SUFFIX
+from ansible_collections.victor.ops.plugins.module_utils.backup_extract import read_archive
+from ansible_collections.victor.ops.plugins.module_utils.backup_files import confined
+from ansible_collections.victor.ops.plugins.module_utils.backup_store import LocalStore
+from ansible_collections.victor.ops.plugins.module_utils import backup_restore, backup_verify
 from ansible_collections.victor.ops.plugins.modules import victor_backup, victor_backup_info
 
 AGE = shutil.which("age")
@@ -77,7 +82,7 @@ def forge(repo, members, records=None, ident="20250101T000000Z-full-forged00", t
                 "archive": {"name": name, "size": len(compressed), "sha256": hashlib.sha256(compressed).hexdigest()},
                 "files": records, "deleted": [], "databases": [], "encrypted": False, "host": "h"}
     manifest.update(extra or {})
-    with open(os.path.join(str(repo), ident + bk.MANIFEST_SUFFIX), "w") as handle:
+    with open(os.path.join(str(repo), ident + MANIFEST_SUFFIX), "w") as handle:
         json.dump(manifest, handle)
     return manifest
 
@@ -115,18 +120,18 @@ def test_revert_through_a_symlink_to_the_target_is_refused(tmp_path):
     state = make_state(tmp_path)
     os.symlink(str(state), str(tmp_path / "alias"))
     before = snapshot(tmp_path)
-    with pytest.raises(bk.BackupError, match="one is inside the other"):
-        bk.revert(str(state), str(tmp_path / "alias"))
+    with pytest.raises(BackupError, match="one is inside the other"):
+        backup_restore.revert(str(state), str(tmp_path / "alias"))
     assert snapshot(tmp_path) == before
 
 
 def test_restore_refuses_a_safety_copy_inside_the_target(tmp_path):
     state = make_state(tmp_path)
-    store = bk.LocalStore(str(tmp_path / "repo"))
-    manifest = bk.create_backup(store, str(state), str(tmp_path / "work"), bk.Tools())
+    store = LocalStore(str(tmp_path / "repo"))
+    manifest = bc.create_backup(store, str(state), str(tmp_path / "work"), bc.Tools())
     before = snapshot(state.parent)
-    with pytest.raises(bk.BackupError, match="one is inside the other"):
-        bk.restore_backup(store, [manifest], manifest, bk.Tools(), str(state), safety_dir=str(state / "keep"))
+    with pytest.raises(BackupError, match="one is inside the other"):
+        bc.restore_backup(store, [manifest], manifest, bc.Tools(), str(state), safety_dir=str(state / "keep"))
     assert snapshot(state.parent) == before
 
 
@@ -149,8 +154,8 @@ def test_prune_never_follows_an_archive_name_out_of_the_repository(tmp_path, cap
         assert any("refusing archive name '../victim.txt'" in p for p in result["problems"])
     assert victim.read_text() == "precious"
     assert os.path.exists(str(repo / "20200101T000000Z-full-evil0000.manifest.json"))  # reported, not followed
-    with pytest.raises(bk.BackupError, match="refusing archive name"):
-        bk.LocalStore(str(repo)).delete(json.loads((repo / "20200101T000000Z-full-evil0000.manifest.json").read_text()))
+    with pytest.raises(BackupError, match="refusing archive name"):
+        LocalStore(str(repo)).delete(json.loads((repo / "20200101T000000Z-full-evil0000.manifest.json").read_text()))
     assert victim.read_text() == "precious"
 
 
@@ -164,10 +169,10 @@ def test_config_entry_leaving_the_target_is_refused_on_restore(tmp_path):
                 "sha256": hashlib.sha256(data).hexdigest(), "mode": "0644"}]
     manifest = forge(repo, [tfile("profiles.yaml", data)], records)
     before = snapshot(tmp_path)
-    with pytest.raises(bk.BackupError, match="leaves the target"):
-        bk.restore_backup(bk.LocalStore(str(repo)), [manifest], manifest, bk.Tools(), str(state), scope="config")
+    with pytest.raises(BackupError, match="leaves the target"):
+        bc.restore_backup(LocalStore(str(repo)), [manifest], manifest, bc.Tools(), str(state), scope="config")
     assert snapshot(tmp_path) == before
-    listed, problems = bk.load_manifests(bk.LocalStore(str(repo)))
+    listed, problems = load_manifests(LocalStore(str(repo)), False)
     assert listed == [] and "leaves the target" in problems[0]
 
 
@@ -175,10 +180,10 @@ def test_confined_resolves_symlinks_already_on_disk(tmp_path):
     (tmp_path / "base").mkdir()
     (tmp_path / "outside").mkdir()
     os.symlink("../outside", str(tmp_path / "base" / "logs"))
-    assert bk.confined(str(tmp_path / "base"), "a/b") == str(tmp_path / "base" / "a" / "b")
+    assert confined(str(tmp_path / "base"), "a/b") == str(tmp_path / "base" / "a" / "b")
     for name in ("logs/x", "../x", "/etc/x", "a/../../x", "", "a\x00b"):
-        with pytest.raises(bk.BackupError, match="refusing"):
-            bk.confined(str(tmp_path / "base"), name)
+        with pytest.raises(BackupError, match="refusing"):
+            confined(str(tmp_path / "base"), name)
 
 
 # ----------------------------------------------------------------------------- 3. symlinks on restore and verify
@@ -199,10 +204,10 @@ def test_symlinks_are_resolved_through_each_other_and_refused(tmp_path, members,
     repo = tmp_path / "repo"
     manifest = forge(repo, members, records)
     before = snapshot(tmp_path)
-    store = bk.LocalStore(str(repo))
-    with pytest.raises(bk.BackupError, match=message):
-        bk.restore_backup(store, [manifest], manifest, bk.Tools(), str(state))
-    result = bk.verify_backup(store, [manifest], manifest, bk.Tools(), str(tmp_path / "v"), record=False)
+    store = LocalStore(str(repo))
+    with pytest.raises(BackupError, match=message):
+        bc.restore_backup(store, [manifest], manifest, bc.Tools(), str(state))
+    result = bc.verify_backup(store, [manifest], manifest, bc.Tools(), str(tmp_path / "v"), record=False)
     assert not result["ok"] and any(message in p for p in result["problems"]), result
     shutil.rmtree(str(tmp_path / "v"))
     assert snapshot(tmp_path) == before
@@ -213,7 +218,7 @@ def test_a_symlink_only_in_the_manifest_is_a_verify_problem(tmp_path):
     records = [{"path": "x", "type": "file", "kind": "data", "size": 1, "sha256": hashlib.sha256(b"x").hexdigest(), "mode": "0644"},
                {"path": "cfg", "type": "symlink", "target": "x", "kind": "data"}]
     manifest = forge(repo, [tfile("x")], records)
-    result = bk.verify_backup(bk.LocalStore(str(repo)), [manifest], manifest, bk.Tools(), str(tmp_path / "v"), record=False)
+    result = bc.verify_backup(LocalStore(str(repo)), [manifest], manifest, bc.Tools(), str(tmp_path / "v"), record=False)
     assert not result["ok"] and "symlinks differ between the archive and the manifest: cfg -> x" in result["problems"][0]
 
 
@@ -221,10 +226,10 @@ def test_inside_symlinks_still_restore(tmp_path):
     state = make_state(tmp_path)
     os.symlink("logs/victor.log", str(state / "current.log"))
     os.symlink("../profiles.yaml", str(state / "logs" / "profiles.yaml"))
-    store = bk.LocalStore(str(tmp_path / "repo"))
-    manifest = bk.create_backup(store, str(state), str(tmp_path / "work"), bk.Tools())
-    assert bk.verify_backup(store, [manifest], manifest, bk.Tools(), str(tmp_path / "v"))["ok"]
-    bk.restore_backup(store, [manifest], manifest, bk.Tools(), str(state))
+    store = LocalStore(str(tmp_path / "repo"))
+    manifest = bc.create_backup(store, str(state), str(tmp_path / "work"), bc.Tools())
+    assert bc.verify_backup(store, [manifest], manifest, bc.Tools(), str(tmp_path / "v"))["ok"]
+    bc.restore_backup(store, [manifest], manifest, bc.Tools(), str(state))
     assert os.readlink(str(state / "current.log")) == "logs/victor.log" and (state / "current.log").read_text() == "line\n" * 50
 
 
@@ -241,8 +246,8 @@ def test_backup_of_a_state_symlink_leaving_the_tree_fails_clearly(tmp_path, caps
     assert not [n for n in os.listdir(str(repo)) if not n.startswith(".victor-backup.lock")] if repo.exists() else True
     failed, result = run(victor_backup, {"source": str(state), "repository": str(repo), "exclude": ["etc-link"]}, capsys)
     assert not failed
-    manifests, _problems = bk.load_manifests(bk.LocalStore(str(repo)))
-    assert bk.verify_backup(bk.LocalStore(str(repo)), manifests, manifests[0], bk.Tools(), str(tmp_path / "v"))["ok"]
+    manifests, _problems = load_manifests(LocalStore(str(repo)), False)
+    assert bc.verify_backup(LocalStore(str(repo)), manifests, manifests[0], bc.Tools(), str(tmp_path / "v"))["ok"]
 
 
 # ----------------------------------------------------------------------------- 6. encrypted verify
@@ -265,13 +270,13 @@ def test_encrypted_verify_keeps_decrypted_files_private_in_a_0755_work_dir(tmp_p
     conn.commit()
     conn.close()
     (key, public), _other = _keys(tmp_path)
-    store = bk.LocalStore(str(tmp_path / "repo"))
-    manifest = bk.create_backup(store, str(state), str(tmp_path / "work"), bk.Tools(age_recipients=[public]))
+    store = LocalStore(str(tmp_path / "repo"))
+    manifest = bc.create_backup(store, str(state), str(tmp_path / "work"), bc.Tools(age_recipients=[public]))
     work = tmp_path / "shared-work"
     work.mkdir(mode=0o755)
     os.chmod(str(work), 0o755)
     seen = {}
-    real = bk.read_archive
+    real = read_archive
 
     def spy(store_, manifest_, tools, dest=None, private=False, write=None):
         problems = real(store_, manifest_, tools, dest, private, write)
@@ -283,7 +288,7 @@ def test_encrypted_verify_keeps_decrypted_files_private_in_a_0755_work_dir(tmp_p
         return problems
 
     monkeypatch.setattr(backup_verify, "read_archive", spy)
-    assert bk.verify_backup(store, [manifest], manifest, bk.Tools(age_identity_file=key), str(work))["ok"]
+    assert bc.verify_backup(store, [manifest], manifest, bc.Tools(age_identity_file=key), str(work))["ok"]
     files = [p for p in seen if p.endswith("victor.db")]  # verify writes only the databases, for their checks
     assert len(files) == 1 and all(seen[p] == 0o600 for p in files), seen
     assert not [p for p in seen if p.endswith(("victor.log", "profiles.yaml"))], seen
@@ -335,7 +340,7 @@ def test_encrypted_backup_is_verified_with_an_identity_given_as_text(tmp_path, c
     assert argvs and all(mode == 0o600 and dmode == 0o700 for _a, mode, dmode in argvs)
     assert all(secret.strip().splitlines()[-1] not in " ".join(a) for a, _m, _d in argvs)
     assert os.listdir(str(private_tmp)) == []  # the identity file and its directory are gone
-    listed = bk.load_manifests(bk.LocalStore(str(repo)))[0]
+    listed = load_manifests(LocalStore(str(repo)), False)[0]
     assert listed[0]["verified"]["ok"] is True
 
 
@@ -347,7 +352,7 @@ def test_malformed_manifests_are_reported_not_a_traceback(tmp_path, capsys, cont
     repo = tmp_path / "repo"
     failed, created = run(victor_backup, {"source": str(state), "repository": str(repo)}, capsys)
     (repo / "20200101T000000Z-full-broken00.manifest.json").write_text(content)
-    no_time = json.loads((repo / (created["backup"]["id"] + bk.MANIFEST_SUFFIX)).read_text())
+    no_time = json.loads((repo / (created["backup"]["id"] + MANIFEST_SUFFIX)).read_text())
     no_time.pop("time")
     no_time["id"] = "20200101T000000Z-full-notime00"
     (repo / "20200101T000000Z-full-notime00.manifest.json").write_text(json.dumps(no_time))
@@ -442,13 +447,13 @@ def test_hostile_repository_content_never_changes_anything_outside_the_target(en
         except (ValueError, tarfile.TarError):
             return  # tarfile cannot even write it
         before_outside = snapshot(outside)
-        store = bk.LocalStore(repo)
-        listed, _problems = bk.load_manifests(store)
-        bk.verify_backup(store, [manifest], manifest, bk.Tools(), os.path.join(tmp, "v"), record=False)
+        store = LocalStore(repo)
+        listed, _problems = load_manifests(store, False)
+        bc.verify_backup(store, [manifest], manifest, bc.Tools(), os.path.join(tmp, "v"), record=False)
         for scope in ("config", "full"):
             try:
-                bk.restore_backup(store, [manifest], manifest, bk.Tools(), state, scope=scope)
-            except (bk.BackupError, OSError):
+                bc.restore_backup(store, [manifest], manifest, bc.Tools(), state, scope=scope)
+            except (BackupError, OSError):
                 pass
         assert snapshot(outside) == before_outside
         assert sorted(os.listdir(tmp)) == ["home", "outside", "repo", "v"]
@@ -461,4 +466,65 @@ def test_hostile_repository_content_never_changes_anything_outside_the_target(en
                     resolved = os.path.realpath(full)
                     assert resolved == real_state or resolved.startswith(real_state + os.sep), (full, os.readlink(full))
         if listed:  # a manifest load_manifests accepts is one verify and restore accept as safe
-            bk.check_manifest(listed[0])
+            check_manifest(listed[0])
+
+
+# The module and the scheduled CLI run the same code: the same bad input is refused with the same message.
+SHARED_REFUSALS = [
+    ({"backup_id": "latest", "before": "2025-01-20"}, "parameters are mutually exclusive: backup_id|before"),
+    ({"age_identity": "AGE-SECRET-KEY-1X", "age_identity_file": "/nonexistent"},
+     "parameters are mutually exclusive: age_identity|age_identity_file"),
+    ({"storage": "s3"}, "storage is s3 but all of the following are missing: s3_bucket"),
+    ({"login_host": "127.0.0.1", "login_password": "pw"},
+     "login_host, login_password given without login_db: set login_db to the PostgreSQL database to back up"),
+    ({"login_db": "checkpoints", "connect_timeout": 0}, "connect_timeout must be 1-3600 seconds (got 0)"),
+    ({"compression_level": 0}, "compression_level must be 1-22, got 0"),
+]
+
+
+@pytest.mark.parametrize("bad, message", SHARED_REFUSALS)
+def test_module_and_cli_refuse_the_same_input_with_the_same_message(tmp_path, capsys, bad, message):
+    from ansible_collections.victor.ops.plugins.module_utils import backup_cli
+    state = make_state(tmp_path)
+    args = dict(bad, source=str(state), repository=str(tmp_path / "repo"), state="verify")
+    failed, result = run(victor_backup, args, capsys)
+    assert failed and result["msg"].startswith(message), result["msg"]
+    config = tmp_path / "backup.json"
+    config.write_text(json.dumps(dict(bad, source=str(state), repository=str(tmp_path / "repo"))))
+    assert backup_cli.main(["--config", str(config), "verify"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("victor-backup verify failed: " + result["msg"]) and "pw" not in err, err
+    assert not (tmp_path / "repo").exists()
+
+
+def test_module_and_cli_reach_the_same_state_runner_and_listing(tmp_path, capsys, monkeypatch):
+    from ansible_collections.victor.ops.plugins.module_utils import backup, backup_cli
+    calls = []
+    monkeypatch.setattr(backup, "run", lambda params, find_tool, check_mode: calls.append(("run", params["state"])) or dict(
+        changed=False, backup={"id": "x"}, verification={"ok": True}, chain=["x"], safety_copy="/s", forget=[], keep={}))
+    monkeypatch.setattr(backup, "list_backups", lambda params, *filters: calls.append(("list", filters)) or ([], []))
+    config = tmp_path / "backup.json"
+    config.write_text(json.dumps({"repository": str(tmp_path / "repo")}))
+    for command, state in (("create", "create"), ("verify", "verify"), ("restore", "restore"), ("prune", "prune")):
+        del calls[:]
+        run(victor_backup, {"state": state, "repository": str(tmp_path / "repo")}, capsys)
+        assert backup_cli.main(["--config", str(config), command] + (["latest"] if command == "restore" else [])) == 0
+        capsys.readouterr()
+        assert calls == [("run", state), ("run", state)]
+    del calls[:]
+    run(victor_backup_info, {"repository": str(tmp_path / "repo")}, capsys)
+    assert backup_cli.main(["--config", str(config), "list"]) == 0
+    assert calls == [("list", (None, None, None)), ("list", (None, None, None))]
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"postgres_url": "postgresql://victor@db/victor"}, "postgres_url is no longer an option; it became the PostgreSQL connection options"),
+    ({"repositry": "/var/backups/victor"}, "unknown key repositry"),
+    ({"postgres": {"db": "victor"}}, "unknown key postgres.db (use login_db)"),
+])
+def test_cli_refuses_unknown_config_keys_by_name(tmp_path, capsys, config, message):
+    from ansible_collections.victor.ops.plugins.module_utils import backup_cli
+    path = tmp_path / "backup.json"
+    path.write_text(json.dumps(dict(config, source=str(make_state(tmp_path)))))
+    assert backup_cli.main(["--config", str(path), "create"]) == 1
+    assert message in capsys.readouterr().err

@@ -13,7 +13,12 @@ import tarfile
 
 import pytest
 
-from ansible_collections.victor.ops.plugins.module_utils import backup as bk
+import backup_calls as bc
+from ansible_collections.victor.ops.plugins.module_utils.backup_catalogue import resolve_chain
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError
+from ansible_collections.victor.ops.plugins.module_utils.backup_extract import extract_member
+from ansible_collections.victor.ops.plugins.module_utils.backup_restore import check_databases
+from ansible_collections.victor.ops.plugins.module_utils.backup_store import LocalStore
 from ansible_collections.victor.ops.plugins.module_utils import backup_extract, backup_restore
 
 from test_backup import count_rows, make_state, tree_digest
@@ -23,7 +28,7 @@ from test_backup import count_rows, make_state, tree_digest
 def env(tmp_path):
     state, conn = make_state(tmp_path)
     conn.close()
-    store = bk.LocalStore(str(tmp_path / "repo"))
+    store = LocalStore(str(tmp_path / "repo"))
     return tmp_path, state, store
 
 
@@ -45,30 +50,30 @@ def _leftovers(tmp):
 @pytest.mark.parametrize("kept", ["nothing", "only profiles.yaml (under 1 % of the bytes)"])
 def test_incremental_that_would_store_about_everything_is_stored_as_a_full(env, kept):
     tmp, state, store = env
-    full = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    full = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools())
     _touch_every_file(state, keep_profiles=kept != "nothing")
-    second = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools(), backup_type="incremental")
+    second = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools(), backup_type="incremental")
     assert second["type"] == "full" and second["parent"] is None and second["requested_type"] == "incremental"
     assert "-full-" in second["id"] and second["deleted"] == []
     assert all(f.get("stored", True) for f in second["files"])
     assert sorted(f["path"] for f in second["files"]) == ["logs/victor.log", "profiles.yaml", "rl_data/q.json", "victor.db"]
     listed = store.list_manifests()[0]
-    assert [m["id"] for m in bk.resolve_chain(listed, second)] == [second["id"]]  # no dependency on the old full
-    bk.LocalStore.delete(store, full)
+    assert [m["id"] for m in resolve_chain(listed, second)] == [second["id"]]  # no dependency on the old full
+    LocalStore.delete(store, full)
     listed = store.list_manifests()[0]
-    assert bk.verify_backup(store, listed, second, bk.Tools(), str(tmp / "v"))["ok"]
-    bk.restore_backup(store, listed, second, bk.Tools(), str(state))
+    assert bc.verify_backup(store, listed, second, bc.Tools(), str(tmp / "v"))["ok"]
+    bc.restore_backup(store, listed, second, bc.Tools(), str(state))
     assert count_rows(state / "victor.db") == 201
     assert (state / "rl_data" / "q.json").read_text() == '{"q": 1}'
 
 
 def test_incremental_with_an_unchanged_file_stays_incremental_and_smaller_than_a_full(env):
     tmp, state, store = env
-    bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools())
     with open(str(state / "logs" / "victor.log"), "a") as handle:
         handle.write("appended\n")
-    inc = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools(), backup_type="incremental")
-    full_now = bk.create_backup(store, str(state), str(tmp / "work2"), bk.Tools())
+    inc = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools(), backup_type="incremental")
+    full_now = bc.create_backup(store, str(state), str(tmp / "work2"), bc.Tools())
     assert inc["type"] == "incremental" and "requested_type" not in inc
     assert inc["archive"]["size"] < full_now["archive"]["size"]
 
@@ -84,7 +89,7 @@ def _forge_archive(store, manifest, data):
 @pytest.mark.parametrize("damage", ["truncated", "corrupt block"])
 def test_broken_zstd_stream_fails_verify_and_restore_clearly_with_nothing_restored(env, damage):
     tmp, state, store = env
-    manifest = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    manifest = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools())
     with open(os.path.join(store.path, manifest["archive"]["name"]), "rb") as handle:
         data = handle.read()
     if damage == "truncated":
@@ -94,44 +99,44 @@ def test_broken_zstd_stream_fails_verify_and_restore_clearly_with_nothing_restor
         data = data[:middle] + bytes(b ^ 0x55 for b in data[middle:middle + 64]) + data[middle + 64:]
     _forge_archive(store, manifest, data)
     listed = store.list_manifests()[0]
-    result = bk.verify_backup(store, listed, manifest, bk.Tools(), str(tmp / "v"), record=False)
+    result = bc.verify_backup(store, listed, manifest, bc.Tools(), str(tmp / "v"), record=False)
     assert not result["ok"]
     assert any("unreadable" in p or "sha256 mismatch" in p for p in result["problems"]), result["problems"]
     (state / "marker").write_text("live")
     before = tree_digest(str(state))
-    with pytest.raises(bk.BackupError, match="unreadable|nothing was changed"):
-        bk.restore_backup(store, listed, manifest, bk.Tools(), str(state))
+    with pytest.raises(BackupError, match="unreadable|nothing was changed"):
+        bc.restore_backup(store, listed, manifest, bc.Tools(), str(state))
     assert tree_digest(str(state)) == before
     assert not _leftovers(tmp)
 
 
 def test_truncated_stream_names_zstd(env):
     tmp, state, store = env
-    manifest = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    manifest = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools())
     with open(os.path.join(store.path, manifest["archive"]["name"]), "rb") as handle:
         data = handle.read()
     _forge_archive(store, manifest, data[:len(data) // 2])
-    with pytest.raises(bk.BackupError, match="unreadable: .*zstd"):
-        bk.restore_backup(store, store.list_manifests()[0], manifest, bk.Tools(), str(state))
+    with pytest.raises(BackupError, match="unreadable: .*zstd"):
+        bc.restore_backup(store, store.list_manifests()[0], manifest, bc.Tools(), str(state))
 
 
 @pytest.mark.parametrize("zstd", ["false", "/nonexistent/zstd"])
 def test_failing_or_missing_zstd_is_reported_and_nothing_is_restored(env, zstd):
     tmp, state, store = env
-    manifest = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    manifest = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools())
     listed = store.list_manifests()[0]
-    result = bk.verify_backup(store, listed, manifest, bk.Tools(zstd=zstd), str(tmp / "v"), record=False)
+    result = bc.verify_backup(store, listed, manifest, bc.Tools(zstd=zstd), str(tmp / "v"), record=False)
     assert not result["ok"] and "zstd" in result["problems"][0]
     before = tree_digest(str(state))
-    with pytest.raises(bk.BackupError, match="zstd"):
-        bk.restore_backup(store, listed, manifest, bk.Tools(zstd=zstd), str(state))
+    with pytest.raises(BackupError, match="zstd"):
+        bc.restore_backup(store, listed, manifest, bc.Tools(zstd=zstd), str(state))
     assert tree_digest(str(state)) == before
     assert not _leftovers(tmp)
 
 
 def test_failing_fsync_of_a_staged_file_stops_the_restore_before_the_swap(env, monkeypatch):
     tmp, state, store = env
-    manifest = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    manifest = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools())
     before = tree_digest(str(state))
     real = os.fsync
 
@@ -140,24 +145,24 @@ def test_failing_fsync_of_a_staged_file_stops_the_restore_before_the_swap(env, m
             raise OSError(5, "Input/output error")
         return real(fd)
 
-    monkeypatch.setattr(bk.os, "fsync", fsync)
-    with pytest.raises(bk.BackupError, match="cannot fsync .*nothing was changed"):
-        bk.restore_backup(store, store.list_manifests()[0], manifest, bk.Tools(), str(state))
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(BackupError, match="cannot fsync .*nothing was changed"):
+        bc.restore_backup(store, store.list_manifests()[0], manifest, bc.Tools(), str(state))
     assert tree_digest(str(state)) == before
     assert not _leftovers(tmp)
 
 
 def test_restore_of_a_chain_writes_only_the_final_files_and_checks_the_final_database(env, monkeypatch):
     tmp, state, store = env
-    bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools())
     conn = sqlite3.connect(str(state / "victor.db"))
     conn.execute("INSERT INTO t (v) VALUES ('inc')")
     conn.commit()
     conn.close()
-    inc = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools(), backup_type="incremental")
+    inc = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools(), backup_type="incremental")
     assert [f["path"] for f in inc["files"] if f.get("stored", True)] == ["victor.db"]
     written, checked = [], []
-    real_extract, real_prepare = bk.extract_member, backup_restore._prepare_database
+    real_extract, real_prepare = extract_member, backup_restore._prepare_database
 
     def extract(tar, member, dest, expected, links, private=False, write=True, syncer=None):
         if write and member.isreg():
@@ -171,7 +176,7 @@ def test_restore_of_a_chain_writes_only_the_final_files_and_checks_the_final_dat
     monkeypatch.setattr(backup_extract, "extract_member", extract)
     monkeypatch.setattr(backup_restore, "_prepare_database", prepare)
     listed = store.list_manifests()[0]
-    bk.restore_backup(store, listed, inc, bk.Tools(), str(state))
+    bc.restore_backup(store, listed, inc, bc.Tools(), str(state))
     # the full's victor.db is superseded: hashed against the manifest, never written
     assert sorted(name for _archive, name in written) == ["logs/victor.log", "profiles.yaml", "rl_data/q.json", "victor.db"]
     assert ("%s" % inc["id"], "victor.db") in written
@@ -183,17 +188,17 @@ def test_restore_of_a_chain_writes_only_the_final_files_and_checks_the_final_dat
 
 def test_database_that_does_not_open_in_place_after_the_swap_is_reported(tmp_path):
     (tmp_path / "victor.db").write_bytes(b"not a database" * 100)
-    problems = bk.check_databases(str(tmp_path), {"victor.db": {"kind": "db"}, "profiles.yaml": {"kind": "config"}})
+    problems = check_databases(str(tmp_path), {"victor.db": {"kind": "db"}, "profiles.yaml": {"kind": "config"}})
     assert len(problems) == 1 and problems[0].startswith("victor.db: cannot open in place")
 
 
 def test_verify_reports_a_corrupt_database_in_the_parent_of_a_chain(env):
     """The parent's check runs in a thread while the incremental is read: its failure still counts."""
     tmp, state, store = env
-    full = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    full = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools())
     with open(str(state / "logs" / "victor.log"), "a") as handle:
         handle.write("more\n")
-    inc = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools(), backup_type="incremental")
+    inc = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools(), backup_type="incremental")
     assert inc["type"] == "incremental"
     # rebuild the full's archive with a smashed table page and matching sha256s
     work = tmp / "rebuild"
@@ -211,7 +216,7 @@ def test_verify_reports_a_corrupt_database_in_the_parent_of_a_chain(env):
     with open(archive, "rb") as handle:
         _forge_archive(store, full, handle.read())
     listed = store.list_manifests()[0]
-    result = bk.verify_backup(store, listed, inc, bk.Tools(), str(tmp / "v"), record=False)
+    result = bc.verify_backup(store, listed, inc, bc.Tools(), str(tmp / "v"), record=False)
     assert not result["ok"]
     assert any(p.startswith(full["id"] + ": victor.db fails integrity_check") for p in result["problems"]), result["problems"]
 
@@ -222,11 +227,11 @@ def test_long_and_non_ascii_names_round_trip_through_the_pax_reader(env):
     deep.mkdir(parents=True)
     (deep / ("f" * 120 + ".json")).write_text("deep")
     os.symlink("f" * 120 + ".json", str(deep / "link"))
-    manifest = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    manifest = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools())
     listed = store.list_manifests()[0]
-    assert bk.verify_backup(store, listed, manifest, bk.Tools(), str(tmp / "v"), record=False)["ok"]
+    assert bc.verify_backup(store, listed, manifest, bc.Tools(), str(tmp / "v"), record=False)["ok"]
     shutil.rmtree(str(state / "rl_data"))
-    bk.restore_backup(store, listed, manifest, bk.Tools(), str(state))
+    bc.restore_backup(store, listed, manifest, bc.Tools(), str(state))
     assert (deep / ("f" * 120 + ".json")).read_text() == "deep"
     assert os.readlink(str(deep / "link")) == "f" * 120 + ".json" and (deep / "link").read_text() == "deep"
 
@@ -244,7 +249,7 @@ def _write_tar(members, fmt):
 @pytest.mark.parametrize("fmt,message", [("gnu", "GNU or global"), ("pax-global", "GNU or global"), ("bad-pax", "unreadable: invalid PAX")])
 def test_archives_this_collection_never_writes_are_refused_clearly(env, fmt, message):
     tmp, state, store = env
-    manifest = bk.create_backup(store, str(state), str(tmp / "work"), bk.Tools())
+    manifest = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools())
     name = "logs/" + "n" * 120  # longer than ustar's 100 characters: a GNU 'L' or a PAX header
     if fmt == "bad-pax":
         info = tarfile.TarInfo("x")
@@ -262,10 +267,10 @@ def test_archives_this_collection_never_writes_are_refused_clearly(env, fmt, mes
                               "sha256": hashlib.sha256(b"x").hexdigest(), "mode": "0644"})
     _forge_archive(store, manifest, compressed)
     listed = store.list_manifests()[0]
-    result = bk.verify_backup(store, listed, manifest, bk.Tools(), str(tmp / "v"), record=False)
+    result = bc.verify_backup(store, listed, manifest, bc.Tools(), str(tmp / "v"), record=False)
     assert not result["ok"] and message in result["problems"][0], result["problems"]
     before = tree_digest(str(state))
-    with pytest.raises(bk.BackupError, match=message):
-        bk.restore_backup(store, listed, manifest, bk.Tools(), str(state))
+    with pytest.raises(BackupError, match=message):
+        bc.restore_backup(store, listed, manifest, bc.Tools(), str(state))
     assert tree_digest(str(state)) == before
     assert not _leftovers(tmp)

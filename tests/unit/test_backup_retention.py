@@ -3,7 +3,7 @@ import datetime
 
 import pytest
 
-from ansible_collections.victor.ops.plugins.module_utils.backup import BackupError
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import BackupError
 from ansible_collections.victor.ops.plugins.module_utils.backup_retention import plan
 
 
