@@ -17,6 +17,7 @@ from ansible_collections.victor.ops.plugins.modules import victor_db_maintenance
 # The module's defaults (its argument spec, the one place they are written) for direct calls below.
 DEFAULTS = dict((name, spec.get('default')) for name, spec in victor_db_maintenance.argument_spec().items())
 
+
 def make_fragmented_db(path, rows=600, keep_every=5, wal=True):
     """Insert rows of ~2 KiB, then delete most of them: the file keeps the pages as free pages."""
     conn = sqlite3.connect(str(path))
