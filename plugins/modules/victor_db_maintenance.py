@@ -107,7 +107,10 @@ options:
       - PostgreSQL host (see the connection options below), or the Redis host (default C(127.0.0.1)).
       - Mutually exclusive with O(login_unix_socket).
   login_port:
-    description: Port of PostgreSQL (5432 when unset) or Redis (6379 when unset), 1 to 65535.
+    description:
+      - Port of PostgreSQL or Redis, 1 to 65535.
+      - Unset, PostgreSQL's is the port in O(conninfo), else libpq's default (5432), Redis's 6379; hence no default here (the other modules
+        that connect to PostgreSQL default to 5432).
     default: null
   login_user:
     description: PostgreSQL role, or Redis ACL user.
@@ -117,7 +120,7 @@ options:
   login_db:
     description:
       - PostgreSQL database (Victor's). C(clear_locks), C(locks) and C(reindex) act only on this database.
-      - Renamed from C(database) in 0.1.0, which stays an alias.
+      - Renamed from C(database) before any release of this module; C(database) stays an alias.
   conninfo:
     description:
       - A libpq connection string or URI; the connection options (O(login_host), O(login_db) ...) override its parts.
