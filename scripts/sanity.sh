@@ -32,5 +32,23 @@ subprocess.check_call([sys.executable, "-m", "pip", "install", "--disable-pip-ve
                        "--cert", "/etc/ssl/certs/ca-certificates.crt", requirement])
 PY
 mv -f "$cache/get_pip_24_2.py.$$" "$cache/get_pip_24_2.py"
+# In CI (CI set to anything but false/0/no, as tests/strict_skips.py reads it) a sanity test skipped
+# for a missing tool fails the run: ansible-test only warns 'Required program "shellcheck" not found.'
+# and skips the test, and the run would be green without having checked the shell scripts.
+in_ci() {
+  case "$(printf '%s' "${CI:-}" | tr '[:upper:]' '[:lower:]')" in '' | false | 0 | no) [ "${VICTOR_OPS_STRICT_SKIPS:-}" = 1 ] ;; *) true ;; esac
+}
+if in_ci && ! command -v shellcheck > /dev/null; then
+  echo 'sanity: FAILED: shellcheck is not installed, ansible-test would skip the shellcheck test (in CI a skip is a failure; tests/host-packages.txt)' >&2
+  exit 1
+fi
 cd "$dest"
-"$root/.venv/bin/ansible-test" sanity --python 3.11 --requirements --color no "$@"
+out="$workdir/ansible-test.out"
+rc=0
+"$root/.venv/bin/ansible-test" sanity --python 3.11 --requirements --color no "$@" 2>&1 | tee "$out" || rc=$?
+if in_ci && grep -E 'Required program "[^"]+" not found|Skipping sanity test' "$out" > "$workdir/skipped"; then
+  echo 'sanity: FAILED: sanity tests were skipped (in CI a skip is a failure):' >&2
+  sed 's/^/  /' "$workdir/skipped" >&2
+  [ "$rc" -ne 0 ] || rc=1
+fi
+exit "$rc"

@@ -8,6 +8,12 @@ import os
 import sys
 from pathlib import Path
 
+# In CI a skipped test is a failure: tests/strict_skips.py's hooks, here for every pytest tier (unit,
+# functional, integration, awx; molecule/conftest.py loads them for the testinfra verifiers). pytest
+# put this directory on sys.path to import this file.
+from strict_skips import (  # noqa: F401 pylint: disable=unused-import
+    pytest_collectreport, pytest_runtest_logreport, pytest_sessionfinish, pytest_terminal_summary)
+
 _ROOTS = [p for p in os.environ.get('ANSIBLE_COLLECTIONS_PATH', '').split(os.pathsep) if p]
 _ROOTS.append(str(Path(__file__).resolve().parents[1] / '.cache' / 'collections'))
 for _root in _ROOTS:
@@ -33,37 +39,3 @@ except ImportError:  # sanity and integration environments need not have it
 else:
     _hypothesis_settings.register_profile('ci', max_examples=300, derandomize=True, print_blob=True)
     _hypothesis_settings.register_profile('fuzz', max_examples=5000, print_blob=True)
-
-
-# In CI (CI=true, or VICTOR_OPS_STRICT_SKIPS=1) a skipped test is a failure: a test that skips
-# because PostgreSQL, docker, age or root is missing proves nothing, and a green run must not
-# hide that. Locally a skip stays a skip, so a partial machine can still run what it has.
-def _strict_skips():
-    return os.environ.get('VICTOR_OPS_STRICT_SKIPS', '') == '1' or os.environ.get('CI', '').lower() == 'true'
-
-
-_SKIPPED = []
-
-
-def pytest_runtest_logreport(report):
-    if report.skipped and not hasattr(report, 'wasxfail'):
-        _SKIPPED.append('%s: %s' % (report.nodeid, report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr))
-
-
-def pytest_collectreport(report):
-    if report.skipped:
-        _SKIPPED.append('%s: %s' % (report.nodeid, report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr))
-
-
-def pytest_sessionfinish(session, exitstatus):
-    if _SKIPPED and _strict_skips() and exitstatus == 0:
-        session.exitstatus = 1
-
-
-def pytest_terminal_summary(terminalreporter):
-    if _SKIPPED and _strict_skips():
-        terminalreporter.write_line('')
-        terminalreporter.write_line('FAILED: %d test(s) skipped in CI (a missing service or tool is a failure here):'
-                                    % len(_SKIPPED), red=True)
-        for line in _SKIPPED:
-            terminalreporter.write_line('  ' + line)
