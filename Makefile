@@ -1,8 +1,10 @@
 # victor.ops — one entry point for setup, tests and the local demo.
-#   make test      everything CI runs (venv, docker, images, wheelhouse, lint, sanity, unit, molecule)
+#   make test      everything CI runs (venv, docker, images, wheelhouse, lint, sanity, every test tier, molecule)
 #   make demo      the main job (monthly maintenance) on the embedded local default
-# Quicker targets: make lint | sanity | unit [ARGS=...] | integration [ARGS=...] | molecule SCENARIO=<name>
-#   | molecule-dev SCENARIO=<name> (converge + verify, container kept) | images | wheelhouse
+# Test tiers: make unit (pure Python, in-process) | functional (real tools on this host, no docker)
+#   | integration (real services, docker) | awx | molecule SCENARIO=<name>; ARGS='-k name' or ARGS=<file>::<test>
+#   runs part of a pytest tier. make molecule-dev SCENARIO=<name>: converge (+ side_effect) + verify, no destroy.
+# Also: make lint | sanity | fuzz | images | wheelhouse | molecule-destroy SCENARIO=<name>
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -27,10 +29,18 @@ TEST_JOBS       ?= 3
 INTEGRATION_DEPLOY := tests/integration/test_deploy_docker.py tests/integration/test_deploy_compose.py
 ORDERED_STAGES  := molecule-run-victor_nginx_lb integration-services integration-deploy \
                    molecule-run-victor_deploy_lifecycle molecule-run-victor_staging awx molecule-run-victor_runbooks \
-                   unit molecule-run-victor_backup_dr molecule-run-victor_monitoring molecule-run-victor_maintenance \
+                   functional molecule-run-victor_backup_dr molecule-run-victor_monitoring molecule-run-victor_maintenance \
                    molecule-run-victor_deploy_process molecule-run-victor_certificates molecule-run-victor_logrotate \
                    molecule-run-victor_health
-TEST_STAGES     := $(ORDERED_STAGES) $(filter-out $(ORDERED_STAGES),$(addprefix molecule-run-,$(SCENARIOS))) lint sanity
+# unit (pure Python, the shortest stage) goes last.
+TEST_STAGES     := $(ORDERED_STAGES) $(filter-out $(ORDERED_STAGES),$(addprefix molecule-run-,$(SCENARIOS))) lint sanity unit
+# pytest's arguments for a tier: ARGS as given when one of them names a test file or directory
+# (tests/unit/test_x.py, tests/unit/test_x.py::test_y), else the tier's directory, then ARGS
+# (options only, e.g. ARGS='-k name' or ARGS=-x: pytest would otherwise collect the whole checkout).
+is_test_path    = $(and $(or $(findstring /,$(1)),$(filter %.py,$(1))),$(wildcard $(1)))
+tier_args       = $(if $(strip $(foreach a,$(filter-out -%,$(ARGS)),$(call is_test_path,$(firstword $(subst ::, ,$(a)))))),$(ARGS),$(1) $(ARGS))
+# -rfEx: failures, errors, and the xfails' reasons (an ordered step not run says which step failed).
+PYTEST          := pytest -q -rfEx
 
 export PATH                     := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS_DIR)
@@ -43,10 +53,10 @@ export ANSIBLE_FORCE_COLOR      := 0
 host-packages:
 	@$(STAGE) host-packages bash -c 'scripts/host_packages.sh 2>&1 | grep -v -e needrestart -e debconf; exit $${PIPESTATUS[0]}'
 
-.PHONY: help test demo fuzz integration integration-deploy integration-services awx host-packages venv docker wheelhouse images collection lint sanity unit molecule molecule-dev molecule-destroy molecule-all bench-zero-downtime build clean
+.PHONY: help test demo fuzz functional integration integration-deploy integration-services awx host-packages venv docker wheelhouse images collection lint sanity unit molecule molecule-dev molecule-destroy molecule-all bench-zero-downtime build clean
 
 help:
-	@sed -n '2,6p' Makefile
+	@sed -n '2,8p' Makefile
 
 ## The project's test command (what .ci/run calls).
 test:
@@ -86,37 +96,45 @@ lint: venv collection
 sanity: venv collection
 	@$(STAGE) sanity scripts/sanity.sh
 
+## Unit tier: module_utils, modules, filters and templates in-process; no tool or service is started.
 unit: venv collection
-	@$(STAGE) unit bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE --hypothesis-profile=ci $(or $(ARGS),tests/unit)'
+	@$(STAGE) unit bash -c 'cd $(COLLECTION_LINK) && $(PYTEST) --hypothesis-profile=ci $(call tier_args,tests/unit)'
+
+## Functional tier: real tools on this host (ansible-playbook, ansible-builder, promtool, amtool, mtail,
+## nginx -t, logrotate, systemd-analyze, redis-server, the SIGKILL backup harness); no docker.
+functional: venv collection
+	@$(STAGE) functional bash -c 'cd $(COLLECTION_LINK) && $(PYTEST) --hypothesis-profile=ci $(call tier_args,tests/functional)'
 
 ## Random-input tests with fresh examples (not part of make test: its runs must be reproducible).
 fuzz: venv collection
-	@$(STAGE) fuzz bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE --hypothesis-profile=fuzz --hypothesis-show-statistics tests/unit/test_health_module.py'
+	@$(STAGE) fuzz bash -c 'cd $(COLLECTION_LINK) && $(PYTEST) --hypothesis-profile=fuzz --hypothesis-show-statistics tests/unit/test_health_module.py'
 
-## Tests against real services started on the host (PostgreSQL, Redis, moto, ansible-runner).
+## Tests against real services started on the host (PostgreSQL, Redis, moto, ansible-runner) and docker.
 integration: venv collection
-	@$(STAGE) integration bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE $(or $(ARGS),tests/integration)'
+	@$(STAGE) integration bash -c 'cd $(COLLECTION_LINK) && $(PYTEST) $(call tier_args,tests/integration)'
 
 integration-deploy: venv collection
-	@$(STAGE) "integration deploy" bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE $(INTEGRATION_DEPLOY)'
+	@$(STAGE) "integration deploy" bash -c 'cd $(COLLECTION_LINK) && $(PYTEST) $(INTEGRATION_DEPLOY)'
 
 integration-services: venv collection
-	@$(STAGE) "integration services" bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE tests/integration $(addprefix --ignore=,$(INTEGRATION_DEPLOY))'
+	@$(STAGE) "integration services" bash -c 'cd $(COLLECTION_LINK) && $(PYTEST) tests/integration $(addprefix --ignore=,$(INTEGRATION_DEPLOY))'
 
 ## A real AWX API server (built once per machine, cached; see docs/awx.md) and
 ## playbooks/awx_configure.yml against it.
 awx: venv collection
-	@$(STAGE) awx bash -c 'cd $(COLLECTION_LINK) && pytest -q -rfE -s tests/awx'
+	@$(STAGE) awx bash -c 'cd $(COLLECTION_LINK) && $(PYTEST) -s tests/awx'
 
 ## One scenario: make molecule SCENARIO=victor_health
 molecule: venv collection
 	@test -n "$(SCENARIO)" || { echo "usage: make molecule SCENARIO=<one of: $(SCENARIOS)>" >&2; exit 2; }
 	@$(STAGE) "molecule $(SCENARIO)" molecule test -s $(SCENARIO)
 
-## Iterate on one scenario: converge + verify, the container stays (make molecule-destroy SCENARIO=... ends it).
+## Iterate on one scenario: converge, then side_effect and verify in the order of the scenario's
+## test_sequence (a scenario without side_effect: converge + verify), no destroy: the container stays
+## (make molecule-destroy SCENARIO=... ends it).
 molecule-dev: venv collection
 	@test -n "$(SCENARIO)" || { echo "usage: make molecule-dev SCENARIO=<one of: $(SCENARIOS)>" >&2; exit 2; }
-	molecule converge -s $(SCENARIO) && molecule verify -s $(SCENARIO)
+	@scripts/molecule_dev.sh $(SCENARIO)
 
 molecule-destroy: venv collection
 	@test -n "$(SCENARIO)" || { echo "usage: make molecule-destroy SCENARIO=<name>" >&2; exit 2; }

@@ -7,15 +7,11 @@ option of an argument spec the playbook validates (a role's meta/argument_specs.
 point it runs, or its own validate_argument_spec), with a compatible type and choices, and
 a text default within the question's min/max (AWX checks those only at launch); every
 schedule's next occurrences fall inside the maintenance window it declares, which the job
-template's timeout must not overrun. Finally the playbook itself passes --syntax-check and
-runs up to its first controller call.
+template's timeout must not overrun. The playbook itself, run by ansible-playbook, is in
+tests/functional/test_awx_configure_playbook.py.
 """
 import datetime
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +19,6 @@ import yaml
 from dateutil import rrule as dateutil_rrule
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 VARS = yaml.safe_load((ROOT / "playbooks" / "vars" / "awx_configure.yml").read_text(encoding="utf-8"))
 TEMPLATES = VARS["victor_awx_job_templates"]
 SCHEDULES = VARS["victor_awx_schedules"]
@@ -31,12 +26,6 @@ WEEKDAYS = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"]
 ROLE_KEYS = ("ansible.builtin.include_role", "ansible.builtin.import_role", "include_role", "import_role")
 TASK_FILE_KEYS = ("ansible.builtin.include_tasks", "ansible.builtin.import_tasks", "include_tasks", "import_tasks")
 SPEC_KEYS = ("ansible.builtin.validate_argument_spec", "validate_argument_spec")
-
-
-def _tool(name):
-    found = shutil.which(name) or (str(BIN / name) if (BIN / name).exists() else None)
-    assert found, name
-    return found
 
 
 # ---------------------------------------------------------------- argument specs
@@ -237,41 +226,3 @@ def test_monthly_rule_means_first_saturday():
     occurrences = _occurrences("DTSTART:20260103T020000Z RRULE:FREQ=MONTHLY;INTERVAL=1;BYDAY=SA;BYSETPOS=1", 12)
     assert [o.date() for o in occurrences][:3] == [datetime.date(2026, 1, 3), datetime.date(2026, 2, 7), datetime.date(2026, 3, 7)]
     assert all(o.weekday() == 5 and o.day <= 7 for o in occurrences)
-
-
-# ---------------------------------------------------------------- the playbook
-
-
-def _env(**extra):
-    env = dict(os.environ)
-    env.update({"ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "0"})
-    env.pop("CONTROLLER_HOST", None)
-    env.pop("CONTROLLER_OAUTH_TOKEN", None)
-    env.update(extra)
-    return env
-
-
-def test_awx_configure_syntax_check():
-    result = subprocess.run([_tool("ansible-playbook"), "--syntax-check", str(ROOT / "playbooks" / "awx_configure.yml")],
-                            capture_output=True, text=True, env=_env(), check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_awx_configure_validates_then_needs_a_controller():
-    """Without a controller it stops at the assert with a clear message."""
-    result = subprocess.run([_tool("ansible-playbook"), str(ROOT / "playbooks" / "awx_configure.yml")],
-                            capture_output=True, text=True, env=_env(), check=False)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "ok: [localhost]" in result.stdout  # the argument spec validation passed
-    assert "Set CONTROLLER_HOST and CONTROLLER_OAUTH_TOKEN" in result.stdout
-
-
-def test_awx_configure_reaches_the_controller_api():
-    """With a controller set it gets past validation and calls the API (a closed local port)."""
-    result = subprocess.run([_tool("ansible-playbook"), str(ROOT / "playbooks" / "awx_configure.yml")],
-                            capture_output=True, text=True, check=False,
-                            env=_env(CONTROLLER_HOST="http://127.0.0.1:9", CONTROLLER_OAUTH_TOKEN="not-a-token"))
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "TASK [Create the organization]" in result.stdout
-    assert "127.0.0.1" in result.stdout
-    assert "not-a-token" not in result.stdout

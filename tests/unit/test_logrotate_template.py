@@ -1,9 +1,7 @@
-"""victor_logrotate: the rendered logrotate file is what the seed asks for and logrotate -d accepts it."""
-import shutil
-import subprocess
+"""victor_logrotate: the rendered logrotate file is what the seed asks for (logrotate -d reads it in
+tests/functional/test_logrotate_debug.py)."""
 from pathlib import Path
 
-import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
@@ -63,24 +61,3 @@ def test_rotated_names_cannot_collide_with_victors_own_rotation():
     # Victor's RotatingFileHandler renames victor.log to victor.log.1 .. .5 at 10 MB
     directives = _directives(_render())
     assert "dateformat -%Y%m%d-%s" in directives
-
-
-@pytest.mark.skipif(shutil.which("logrotate") is None and not Path("/usr/sbin/logrotate").exists(),
-                    reason="logrotate is installed by tests/host-packages.txt")
-@pytest.mark.parametrize("overrides, valid", [
-    ({}, True),
-    ({"victor_logrotate_maxsize": "lots"}, False),
-])
-def test_logrotate_debug_accepts_the_file_and_rejects_a_broken_one(tmp_path, overrides, valid):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / "victor.log").write_text("line\n", encoding="utf-8")
-    overrides.update(victor_logrotate_log_dir=str(logs), victor_logrotate_user="root", victor_logrotate_group="root")
-    conf = tmp_path / "victor-ai"
-    conf.write_text(_render(**overrides), encoding="utf-8")
-    conf.chmod(0o644)
-    binary = shutil.which("logrotate") or "/usr/sbin/logrotate"
-    proc = subprocess.run([binary, "-d", "--state", str(tmp_path / "state"), str(conf)],
-                          capture_output=True, text=True, check=False)
-    output = proc.stdout + proc.stderr
-    assert (proc.returncode == 0 and "error:" not in output) is valid, output

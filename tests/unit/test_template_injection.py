@@ -4,13 +4,11 @@ Each role's own validation is evaluated from its task files (the assert tasks, r
 templating) and its meta/argument_specs.yml (ArgumentSpecValidator); templates are rendered with
 Ansible's Templar and the victor.ops quoting filters. A value is either refused by the role or the
 rendered file parses to exactly the directives it has with a harmless value. Real logrotate, nginx
-and systemd-analyze check the regression cases of the issue.
+and systemd-analyze check the regression cases of the issue in
+tests/functional/test_template_injection_tools.py.
 """
-import os
 import re
 import shlex
-import shutil
-import subprocess
 from functools import lru_cache
 from pathlib import Path
 
@@ -276,31 +274,6 @@ def _logrotate(**overrides):
     return render(LOGROTATE, "victor-ai.logrotate.j2", **overrides)
 
 
-@pytest.mark.skipif(shutil.which("logrotate") is None and not Path("/usr/sbin/logrotate").exists(),
-                    reason="logrotate is installed by tests/host-packages.txt")
-def test_logrotate_service_name_with_a_command_is_refused_and_runs_nothing(tmp_path):
-    hostile = f"victor-api; touch {tmp_path}/PWNED;"
-    assert any("victor_logrotate_service_name" in m
-               for m in refusals(LOGROTATE, "main.yml", victor_logrotate_service_name=hostile))
-    # Even rendered without the check, the name reaches the freeze helper as one quoted word.
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / "victor.log").write_text("line\n", encoding="utf-8")
-    script = tmp_path / "freeze"
-    shutil.copy(ROLES / LOGROTATE / "files" / "victor-logrotate-freeze", script)
-    script.chmod(0o755)
-    conf = tmp_path / "victor-ai"
-    conf.write_text(_logrotate(victor_logrotate_service_name=hostile, victor_logrotate_log_dir=str(logs),
-                               victor_logrotate_freeze_script=str(script),
-                               victor_logrotate_user="root", victor_logrotate_group="root"), encoding="utf-8")
-    conf.chmod(0o644)
-    proc = subprocess.run([shutil.which("logrotate") or "/usr/sbin/logrotate", "-f", "--state", str(tmp_path / "state"),
-                           str(conf)], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert any(p.name.startswith("victor.log-") for p in logs.iterdir()), "logrotate did not rotate: the test proves nothing"
-    assert not (tmp_path / "PWNED").exists()
-
-
 LOGROTATE_VARS = ["victor_logrotate_service_name", "victor_logrotate_freeze_script", "victor_logrotate_log_dir",
                   "victor_logrotate_user", "victor_logrotate_group", "victor_logrotate_maxsize"]
 
@@ -355,32 +328,6 @@ def nginx_refusals(hostvars=None, **overrides):
 
 def nginx_render(hostvars=None, **overrides):
     return render_or_error(NGINX, "nginx.conf.j2", **_nginx(hostvars, **overrides))
-
-
-NGINX_ESCAPE = "10.9.9.9:8765; } server { listen 19998; location / { root /etc; autoindex on; } } upstream x { server 10.9.9.9"
-
-
-def _nginx_t(tmp_path, conf):
-    path = tmp_path / "nginx.conf"
-    path.write_text(conf, encoding="utf-8")
-    return subprocess.run(["nginx", "-t", "-q", "-c", str(path)], capture_output=True, text=True, check=False)
-
-
-needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None or os.geteuid() != 0,
-                                 reason="nginx from tests/host-packages.txt; nginx -t reads /etc/nginx as root")
-
-
-@needs_nginx
-def test_nginx_upstream_address_cannot_open_a_server_block(tmp_path):
-    hostvars = {"api-2": {"victor_nginx_lb_address": NGINX_ESCAPE}}
-    assert any("victor_nginx_lb_address" in m for m in nginx_refusals(hostvars))
-    # the real nginx accepts the configuration for valid values ...
-    valid = _nginx_t(tmp_path, nginx_render())
-    assert valid.returncode == 0, valid.stderr
-    # ... and the escape, rendered without the check, is one (invalid) address, not a server on port 19998
-    conf = nginx_render(hostvars)
-    assert "listen 19998" not in [f"{d[1]} {' '.join(d[2])}" for d in nginx_directives(conf)]
-    assert _nginx_t(tmp_path, conf).returncode != 0
 
 
 def test_nginx_client_max_body_size_cannot_include_a_file():
@@ -486,24 +433,6 @@ DEPLOY_VALID = {"victor_deploy_version": "0.9.5"}
 
 def _deploy_unit(**overrides):
     return render(DEPLOY, "victor-api.service.j2", **dict(DEPLOY_VALID, **overrides))
-
-
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze comes with systemd")
-def test_deploy_host_cannot_add_exec_start_pre(tmp_path):
-    hostile = "127.0.0.1\nExecStartPre=/bin/sh -c 'touch /tmp/PWNED'"
-    assert any("victor_deploy_host" in m for m in refusals(DEPLOY, "validate.yml", **DEPLOY_VALID, victor_deploy_host=hostile))
-    current = tmp_path / "current"
-    (current / "bin").mkdir(parents=True)
-    (current / "bin" / "victor").write_text("#!/bin/sh\n", encoding="utf-8")
-    (current / "bin" / "victor").chmod(0o755)
-    unit = tmp_path / "victor-api.service"
-    unit.write_text(_deploy_unit(victor_deploy_host=hostile, victor_deploy_current_link=str(current),
-                                 victor_deploy_state_dir=str(tmp_path)), encoding="utf-8")
-    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0 and str(unit) not in proc.stderr, proc.stderr
-    keys, values = unit_parse(unit.read_text(encoding="utf-8"))
-    assert keys == unit_parse(_deploy_unit())[0]
-    assert systemd_words(values["ExecStart"][0]) == [f"{current}/bin/victor", "serve", "--host", hostile, "--port", "8765"]
 
 
 def test_deploy_environment_name_cannot_add_a_line():

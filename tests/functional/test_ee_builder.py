@@ -3,7 +3,8 @@
 `ansible-builder create` runs for real (it needs no registry); the test then checks the
 generated Containerfile and the files copied into the context, and runs the context's own
 introspection script on the collection tarball installed in a temporary collections path,
-the way the builder stage of the image build does.
+the way the builder stage of the image build does. The definition files themselves are
+checked in tests/unit/test_ee_definition.py.
 """
 import os
 import shutil
@@ -23,15 +24,6 @@ def _tool(name):
     found = shutil.which(name) or (str(BIN / name) if (BIN / name).exists() else None)
     assert found, "%s is not installed (requirements-dev.txt)" % name
     return found
-
-
-def _requirement_names(path):
-    names = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            names.append(line.split("[", 1)[0].split(">", 1)[0].split("=", 1)[0].strip().lower())
-    return names
 
 
 def _clean_env():
@@ -57,37 +49,6 @@ def built(tmp_path_factory):
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return {"work": work, "context": context, "tarball": next(dist.glob("victor-ops-*.tar.gz"))}
-
-
-def test_definition_is_version_3_with_collection_and_dependency_files():
-    ee = yaml.safe_load((ROOT / "execution-environment.yml").read_text(encoding="utf-8"))
-    assert ee["version"] == 3
-    deps = ee["dependencies"]
-    assert deps["python"] == "requirements.txt"
-    assert deps["system"] == "bindep.txt"
-    assert "<" not in deps["ansible_core"]["package_pip"], "no upper bound on ansible-core"
-
-
-def test_python_requirements_cover_the_modules_needs():
-    names = _requirement_names(ROOT / "requirements.txt")
-    for needed in ("boto3", "psycopg", "redis"):
-        assert needed in names
-
-
-def test_bindep_lists_clients_for_both_package_families():
-    lines = [line.split("#", 1)[0].strip() for line in (ROOT / "bindep.txt").read_text(encoding="utf-8").splitlines()]
-    entries = [line for line in lines if line]
-    dpkg = {e.split()[0] for e in entries if "platform:rpm" not in e}
-    rpm = {e.split()[0] for e in entries if "platform:dpkg" not in e}
-    for needed in ("postgresql-client", "zstd", "age", "sqlite3"):
-        assert needed in dpkg, needed
-    for needed in ("postgresql", "zstd", "age", "sqlite"):
-        assert needed in rpm, needed
-
-
-def test_collection_meta_declares_the_same_files():
-    meta = yaml.safe_load((ROOT / "meta" / "execution-environment.yml").read_text(encoding="utf-8"))
-    assert meta["dependencies"] == {"python": "requirements.txt", "system": "bindep.txt"}
 
 
 def test_context_has_containerfile_and_dependency_files(built):
