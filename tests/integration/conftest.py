@@ -113,7 +113,8 @@ def redis_server_fixture():
 # each step builds on the state the steps before it left, so once one fails the later ones would
 # only fail again under their own names. They are not run; each is reported as an xfail naming the
 # step that failed (not a skip: a skip means a missing service or tool, and fails CI on its own).
-# The failed step keeps the run red.
+# The failed step keeps the run red. A step whose setup fails (a module fixture that deploys, say)
+# errors under its own name and stops the later ones the same way: they would only repeat its error.
 _FIRST_FAILED_STEP = {}
 
 
@@ -127,10 +128,12 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed and item.get_closest_marker('ordered_steps'):
-        _FIRST_FAILED_STEP.setdefault(item.module.__name__, item.name)
+        _FIRST_FAILED_STEP.setdefault(item.module.__name__, (item.name, report.when))
 
 
 def pytest_runtest_setup(item):
     failed = _FIRST_FAILED_STEP.get(item.module.__name__) if item.get_closest_marker('ordered_steps') else None
     if failed:
-        pytest.xfail('not run: the earlier step %s failed and this step builds on it' % failed)
+        name, when = failed
+        pytest.xfail('not run: the earlier step %s failed%s and this step builds on it'
+                     % (name, ' in its setup (a fixture it needs)' if when == 'setup' else ''))

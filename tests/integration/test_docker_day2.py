@@ -27,6 +27,9 @@ from pathlib import Path
 import pytest
 from test_deploy_docker import _docker, _free_port, _health, _require_docker  # pylint: disable=import-error
 
+# the steps run in file order on the one deploy: a failed step (or a failed deploy in the fixture) stops the later ones
+pytestmark = pytest.mark.ordered_steps
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 BASE = 'victor-ops/victor:0.9.4-0.9.5'
