@@ -26,6 +26,7 @@ PY
 )
 echo "molecule-dev $scenario: $steps (no destroy)"
 for step in $steps; do
-  echo "==> molecule $step -s $scenario"
-  molecule "$step" -s "$scenario"
+  command=${step//_/-}  # the test_sequence's side_effect is the command side-effect
+  echo "==> molecule $command -s $scenario"
+  molecule "$command" -s "$scenario"
 done
