@@ -39,6 +39,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit
 from urllib.request import HTTPHandler, HTTPRedirectHandler, HTTPSHandler, ProxyHandler, Request, build_opener
 
+from ansible_collections.victor.ops.plugins.module_utils.node_facts import disk_usage, memory_usage
 from ansible_collections.victor.ops.plugins.module_utils.postgres_common import (
     connection_problems,
     libpq_params,
@@ -691,13 +692,8 @@ def check_service(name, manager, pid_file, run_command=None, systemctl=None):
 # --------------------------------------------------------------------------- resources
 
 def disk_usage_percent(path):
-    """Used percentage of the file system holding path, as df computes it."""
-    stat = os.statvfs(path)
-    used = (stat.f_blocks - stat.f_bfree) * stat.f_frsize
-    available = stat.f_bavail * stat.f_frsize
-    if used + available == 0:
-        return 0.0
-    return round(used * 100.0 / (used + available), 1)
+    """Used percentage of the file system holding path, as df computes it (node_facts.disk_usage)."""
+    return disk_usage(path)['used_pct']
 
 
 def check_disk(paths, warn_percent, crit_percent, usage=disk_usage_percent):
@@ -719,22 +715,9 @@ def check_disk(paths, warn_percent, crit_percent, usage=disk_usage_percent):
     return results
 
 
-def memory_usage_percent(meminfo='/proc/meminfo'):
-    """Used memory percentage from /proc/meminfo (MemTotal - MemAvailable)."""
-    values = {}
-    with open(meminfo) as stream:
-        for line in stream:
-            key, _sep, rest = line.partition(':')
-            fields = rest.split()
-            if fields and fields[0].isdigit():
-                values[key.strip()] = int(fields[0])
-    total = values.get('MemTotal')
-    available = values.get('MemAvailable')
-    if available is None and total is not None:
-        available = values.get('MemFree', 0) + values.get('Buffers', 0) + values.get('Cached', 0)
-    if not total:
-        raise ValueError('no MemTotal in %s' % meminfo)
-    return round((total - available) * 100.0 / total, 1)
+def memory_usage_percent(meminfo):
+    """Used memory percentage from /proc/meminfo (node_facts.memory_usage: MemTotal - MemAvailable)."""
+    return memory_usage(meminfo)['used_percent']
 
 
 def check_memory(warn_percent, crit_percent, meminfo='/proc/meminfo'):

@@ -4,7 +4,7 @@
 """Raw figures of the node that a verdict is made of: memory from /proc/meminfo, disk use as df computes it.
 
 One definition each, for victor_host_info (which reports the figures) and victor_health (which grades the
-percentage): health.memory_usage_percent and health.disk_usage_percent compute the same percentages.
+percentage through health.memory_usage_percent and health.disk_usage_percent).
 Standard library only; imports no other module_utils, so any of them may import it.
 """
 
