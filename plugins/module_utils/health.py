@@ -733,7 +733,7 @@ def check_memory(warn_percent, crit_percent, meminfo='/proc/meminfo'):
 
 # --------------------------------------------------------------------------- log errors
 
-def _tail_lines(path, max_bytes):
+def tail_lines(path, max_bytes):
     size = os.path.getsize(path)
     with open(path, 'rb') as stream:
         if size > max_bytes:
@@ -743,7 +743,7 @@ def _tail_lines(path, max_bytes):
     return data.decode('utf-8', 'replace').splitlines()
 
 
-def _line_time(line):
+def line_time(line):
     match = LOG_TIMESTAMP.match(line)
     if not match:
         return None
@@ -765,7 +765,7 @@ def check_log(path, window_minutes, last_lines, patterns, warn_count, crit_count
     if os.path.exists(path) and not os.path.isfile(path):
         return result(name, UNKNOWN, None, threshold, 'log %s is not a regular file' % path), []
     try:
-        lines = _tail_lines(path, max_bytes)
+        lines = tail_lines(path, max_bytes)
     except FileNotFoundError:
         return result(name, UNKNOWN, None, threshold, 'log %s does not exist' % path), []
     except (OSError, IOError) as exc:
@@ -781,7 +781,7 @@ def check_log(path, window_minutes, last_lines, patterns, warn_count, crit_count
         scope = []
         current = None
         for line in lines:
-            stamp = _line_time(line)
+            stamp = line_time(line)
             if stamp is not None:
                 current = stamp
             if current is not None and current >= since:

@@ -23,7 +23,7 @@ Sections (collect(args) with args.sections):
 
 args is any object with the attributes of victor_host_info's options.  What victor_health also
 reads is read by its code: the GET and its verdict (health.check_http), the error-line rule
-(health.DEFAULT_LOG_PATTERN), the log tail (health._tail_lines), memory (node_facts.memory_usage).
+(health.DEFAULT_LOG_PATTERN), the log tail (health.tail_lines), memory (node_facts.memory_usage).
 Standard library only, but for the redis section (redis-py, imported by db_maintenance_redis).
 """
 
@@ -422,7 +422,7 @@ def tail_lines(path, max_bytes):
     if not os.path.isfile(path):
         return []
     try:
-        return health._tail_lines(path, max_bytes)
+        return health.tail_lines(path, max_bytes)
     except OSError:
         return []
 

@@ -49,7 +49,7 @@ def logs(directory, days):
             with open(path, 'r', encoding='utf-8', errors='replace') as handle:
                 for line in handle:
                     # victor_health's rule: an entry starts with a YYYY-MM-DD HH:MM:SS that is a real time
-                    when = health._line_time(line)
+                    when = health.line_time(line)
                     if when is None or when < cutoff:
                         continue
                     rest = health.LOG_TIMESTAMP.sub('', line, count=1)

@@ -101,7 +101,7 @@ def test_the_log_tail_drops_the_cut_first_line_as_the_health_check_does(tmp_path
     filler = "2026-12-02 16:00:00,000 - victor-1 - victor.api - ERROR - %s\n" % ("x" * 200)
     path = _victor_log(tmp_path, filler * 2000 + LOG)  # ~470 KiB: the 256 KiB tail starts inside a line
     lines = host_info.tail_lines(path, 256 * 1024)
-    assert lines == health._tail_lines(path, 256 * 1024)  # pylint: disable=protected-access
+    assert lines == health.tail_lines(path, 256 * 1024)
     assert lines[0] == filler.rstrip("\n") and lines[-1].endswith("an Error in lower case")
     assert host_info.tail_lines(str(tmp_path / "absent.log"), 1024) == [] == host_info.tail_lines(str(tmp_path), 1024)
 
