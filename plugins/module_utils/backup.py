@@ -224,7 +224,12 @@ def _revert(params, find_tool, check_mode, result):
     check_revert(target, params["safety_copy"])  # in check mode too: refused is not "changed"
     if not check_mode:
         postgres = _postgres(params, find_tool)
-        with _lock(params):  # no backup may read the target while it is put back
+        if os.path.isdir(params["work_dir"]):
+            with _lock(params):  # no backup may read the target while it is put back
+                revert(target, params["safety_copy"], postgres=postgres, private_dir=params["work_dir"])
+        else:
+            # no run holds a lock in a work_dir that does not exist (e.g. the default local repository on a host
+            # whose backups are in S3); a revert, which needs no repository, must not create one
             revert(target, params["safety_copy"], postgres=postgres, private_dir=params["work_dir"])
     result.update(changed=True, safety_copy=params["safety_copy"])
     return result

@@ -373,6 +373,17 @@ def test_concurrent_run_fails_clearly_on_the_lock(env, state_args):
     assert backup.run(params, shutil.which, False)["changed"]
 
 
+def test_revert_never_creates_a_repository(env):
+    # the roles revert with the default storage options: on a host backing up to S3 no local repository may appear
+    tmp, state, _conn, store = env
+    manifest = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools())
+    result = bc.restore_backup(store, store.list_manifests()[0], manifest, bc.Tools(), str(state))
+    params = backup.with_defaults({"state": "revert", "source": str(state), "repository": str(tmp / "none"),
+                                   "safety_copy": result["safety_copy"]})
+    assert backup.run(params, shutil.which, False)["changed"]
+    assert not (tmp / "none").exists() and not os.path.exists(result["safety_copy"])
+
+
 def test_selection_by_time_recorded_in_manifest_not_by_name(env):
     tmp, state, _conn, store = env
     first = bc.create_backup(store, str(state), str(tmp / "work"), bc.Tools(), now=parse_time("2025-01-20T10:00:00Z"))
