@@ -18,7 +18,10 @@ import subprocess
 import sys
 import time
 
-from ansible_collections.victor.ops.plugins.module_utils import backup as bk
+import backup_calls as bc
+from ansible_collections.victor.ops.plugins.module_utils.backup_common import MANIFEST_SUFFIX
+from ansible_collections.victor.ops.plugins.module_utils.backup_lock import work_lock
+from ansible_collections.victor.ops.plugins.module_utils.backup_store import LocalStore
 
 BACKUPS = 100
 PAD = 800  # bytes per row: several rows per page, checkpoints move pages while copies run
@@ -106,12 +109,12 @@ def _run(tmp_path, take):
 
 
 def test_online_backup_api_is_consistent_under_writes(tmp_path):
-    store = bk.LocalStore(str(tmp_path / "repo"))
+    store = LocalStore(str(tmp_path / "repo"))
     work = tmp_path / "work"
     out = tmp_path / "out"
 
     def take(state, _db, index):
-        manifest = bk.create_backup(store, str(state), str(work), bk.Tools(compression_level=1))
+        manifest = bc.create_backup(store, str(state), str(work), bc.Tools(compression_level=1))
         dest = out / str(index)
         dest.mkdir(parents=True)
         archive = os.path.join(store.path, manifest["archive"]["name"])
@@ -154,8 +157,11 @@ def test_naive_file_copy_fails_the_same_harness(tmp_path):
 
 KILLER = r"""
 import sys
-from ansible_collections.victor.ops.plugins.module_utils import backup as bk
-bk.create_backup(bk.LocalStore(sys.argv[1]), sys.argv[2], sys.argv[3], bk.Tools(compression_level=3), lock_timeout=30)
+import backup_calls as bc
+from ansible_collections.victor.ops.plugins.module_utils.backup_lock import work_lock
+from ansible_collections.victor.ops.plugins.module_utils.backup_store import LocalStore
+with work_lock(sys.argv[3], 30):
+    bc.create_backup(LocalStore(sys.argv[1]), sys.argv[2], sys.argv[3], bc.Tools(compression_level=3))
 """
 
 
@@ -171,7 +177,7 @@ def test_sigkill_never_leaves_a_listed_partial_backup(tmp_path):
     with open(str(state / "logs" / "victor.log"), "wb") as handle:
         handle.write(os.urandom(8 * 1024 * 1024))
     repo, work = str(tmp_path / "repo"), str(tmp_path / "work")
-    store = bk.LocalStore(repo)
+    store = LocalStore(repo)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     rng = random.Random(5)
     durations = []
@@ -194,15 +200,16 @@ def test_sigkill_never_leaves_a_listed_partial_backup(tmp_path):
         for name in os.listdir(repo):
             if name.endswith(".tar.zst"):
                 continue
-            assert name.endswith(bk.MANIFEST_SUFFIX) or name.startswith("."), name
+            assert name.endswith(MANIFEST_SUFFIX) or name.startswith("."), name
     listed, problems = store.list_manifests()
     # a run killed after its manifest was written is a complete backup; anything listed must verify
     assert 2 + completed <= len(listed) <= 2 + completed + kills
     for manifest in listed:
-        result = bk.verify_backup(store, listed, manifest, bk.Tools(), str(tmp_path / "verify"), record=False)
+        result = bc.verify_backup(store, listed, manifest, bc.Tools(), str(tmp_path / "verify"), record=False)
         assert result["ok"], result
-    final = bk.create_backup(store, str(state), work, bk.Tools(), lock_timeout=5)
-    assert bk.verify_backup(store, store.list_manifests()[0], final, bk.Tools(), str(tmp_path / "verify"), record=False)["ok"]
+    with work_lock(work, 5):
+        final = bc.create_backup(store, str(state), work, bc.Tools())
+    assert bc.verify_backup(store, store.list_manifests()[0], final, bc.Tools(), str(tmp_path / "verify"), record=False)["ok"]
     leftovers = [n for n in os.listdir(repo) if n.endswith(".part") or n.startswith(".victor-backup-")]
     assert leftovers == []
     archives = [n for n in os.listdir(repo) if n.endswith(".tar.zst")]
