@@ -155,6 +155,8 @@ options:
       - Seconds a session may stay idle in transaction, or block others with its transaction open, before
         C(clear_locks) terminates it.
       - Must be 0 or more.
+      - The runbook database_connection_failed (role C(victor.ops.victor_runbook)) passes its
+        C(victor_runbook_pg_lock_threshold) here; that variable's default is this one.
     type: float
     default: 300
   service:

@@ -136,6 +136,18 @@ def _fault():
     return {row["db"]: row["blocker_pid"] for row in rows}
 
 
+def _bundles(api):
+    """The bundles of the node's runs, in order: check mode, real, real again; on the first
+    node also the last check-mode run (the idle transaction, nothing blocked)."""
+    paths = sorted(glob.glob(os.path.join(EPHEMERAL, "runbook-reports", "database_connection_failed-%s-*.json" % api)))
+    assert len(paths) == (4 if api == APIS[0] else 3), paths
+    bundles = []
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            bundles.append(json.load(handle))
+    return bundles
+
+
 def test_runbook_ended_the_blocking_session_only_in_victors_database():
     pids = _fault()
     alive = set(_pg("SELECT pid FROM pg_stat_activity").split())
@@ -149,19 +161,25 @@ def test_runbook_ended_the_blocking_session_only_in_victors_database():
 @pytest.mark.parametrize("api", APIS)
 def test_runbook_bundle_names_the_terminated_pid_and_health_is_back(api):
     pids = _fault()
-    bundles = sorted(glob.glob(os.path.join(EPHEMERAL, "runbook-reports", "database_connection_failed-%s-*.json" % api)))
-    assert len(bundles) == 3, bundles
-    with open(bundles[1], encoding="utf-8") as handle:
-        bundle = json.load(handle)
+    bundle = _bundles(api)[1]
     assert bundle["check_mode"] is False
     assert bundle["healthy"] is True
     assert bundle["actions"]["pg_terminated"] == [pids["victor"]]
     assert bundle["actions"]["restarted"] is True
+    # ended by victor_db_maintenance clear_locks' rule, with the threshold the side_effect set
+    assert bundle["actions"]["pg_lock_threshold"] == 5
+    assert [row["pid"] for row in bundle["actions"]["pg_sessions_to_end"]] == [pids["victor"]]
+    assert "idle in transaction" in bundle["actions"]["pg_sessions_to_end"][0]["reason"]
     before, after = bundle["diagnostics"]["before"]["postgresql"], bundle["diagnostics"]["after"]["postgresql"]
     assert before["pg_isready"]["accepting"] and before["connect"]["ok"]
     assert before["blocked_count"] == 1 and before["blocking_pids"] == [pids["victor"]]
-    assert "AccessExclusiveLock" in before["locks"][0]["blocking_modes"]
-    assert before["pool"]["max_connections"] == 100 and before["pool"]["connections_db"] >= 3
+    # locks (victor_db_maintenance) names the waiter, what it waits on and its blocker, idle in
+    # its transaction (the module reports no lock modes: the former SQL's AccessExclusiveLock)
+    blocked, blocking = before["locks"]["blocked"], before["locks"]["blocking"]
+    assert [row["blocked_by"] for row in blocked] == [[pids["victor"]]] and "runbook_probe" in blocked[0]["query"]
+    assert [(row["pid"], row["state"]) for row in blocking] == [(pids["victor"], "idle in transaction")]
+    # pool_stats: the locker, the waiter and the runbook's own session in Victor's database
+    assert before["pool"]["max_connections"] == 100 and before["pool"]["by_database"]["victor"] >= 3
     assert after["connect"]["ok"] and after["blocked_count"] == 0
     assert "m0lecule" not in json.dumps(bundle)
     assert _host(api).check_output("curl -s http://127.0.0.1:8765/health") == '{"status":"healthy","version":"0.9.5"}'
@@ -170,9 +188,8 @@ def test_runbook_bundle_names_the_terminated_pid_and_health_is_back(api):
 @pytest.mark.parametrize("api", APIS)
 def test_runbook_second_run_does_nothing(api):
     """Second run: nothing blocked in Victor's database (the decoy database still is)."""
-    bundles = sorted(glob.glob(os.path.join(EPHEMERAL, "runbook-reports", "database_connection_failed-%s-*.json" % api)))
-    with open(bundles[-1], encoding="utf-8") as handle:
-        bundle = json.load(handle)
+    bundle = _bundles(api)[2]
+    assert bundle["check_mode"] is False
     assert bundle["healthy"] is True
     assert bundle["actions"]["pg_terminated"] == [] and bundle["actions"]["pg_sessions_to_end"] == []
     assert bundle["actions"]["restarted"] is False
@@ -182,10 +199,24 @@ def test_runbook_second_run_does_nothing(api):
 @pytest.mark.parametrize("api", APIS)
 def test_runbook_in_check_mode_listed_the_blocker_without_ending_it(api):
     pids = _fault()
-    bundles = sorted(glob.glob(os.path.join(EPHEMERAL, "runbook-reports", "database_connection_failed-%s-*.json" % api)))
-    with open(bundles[0], encoding="utf-8") as handle:
-        bundle = json.load(handle)
+    bundle = _bundles(api)[0]
     assert bundle["check_mode"] is True
     assert [row["pid"] for row in bundle["actions"]["pg_sessions_to_end"]] == [pids["victor"]]
     assert bundle["actions"]["pg_terminated"] == []
+    assert bundle["diagnostics"]["before"]["postgresql"]["blocking_pids"] == [pids["victor"]]
     assert bundle["diagnostics"]["after"]["postgresql"]["blocked_count"] == 1
+
+
+def test_runbook_check_mode_lists_an_idle_transaction_that_blocks_nobody():
+    """The runbook applies victor_db_maintenance clear_locks' rule and no rule of its own: a
+    session idle in its transaction longer than the threshold is listed although nothing is
+    blocked (a runbook that cleared only when something was blocked would list nothing)."""
+    with open(os.path.join(EPHEMERAL, "pg-idler.json"), encoding="utf-8") as handle:
+        idler = json.load(handle)["pid"]
+    bundle = _bundles(APIS[0])[3]
+    assert bundle["check_mode"] is True and bundle["healthy"] is True
+    assert bundle["diagnostics"]["before"]["postgresql"]["blocked_count"] == 0
+    assert [row["pid"] for row in bundle["actions"]["pg_sessions_to_end"]] == [idler]
+    assert bundle["actions"]["pg_sessions_to_end"][0]["reason"].startswith("idle in transaction")
+    assert bundle["actions"]["pg_terminated"] == []
+    assert str(idler) in _pg("SELECT pid FROM pg_stat_activity").split(), "check mode must not end it"
