@@ -53,7 +53,7 @@ def _server(routes):
     handler = type('Handler', (_Recorder,), {'seen': [], 'routes': routes})
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
     srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     return srv, 'http://127.0.0.1:%d' % srv.server_address[1], handler.seen
 
 

@@ -70,7 +70,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope='module')
 def server():
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Health)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     yield 'http://127.0.0.1:%d' % srv.server_address[1]
     srv.shutdown()
     srv.server_close()

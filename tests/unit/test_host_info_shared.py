@@ -131,7 +131,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def api():
     server = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     yield server.server_address[1]
     server.shutdown()
     server.server_close()

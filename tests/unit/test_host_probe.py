@@ -86,7 +86,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 def test_latency_percentiles_against_a_loopback_server():
     server = http.server.HTTPServer(('127.0.0.1', 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         port = server.server_address[1]

@@ -32,7 +32,7 @@ class _Release(http.server.BaseHTTPRequestHandler):
 def release():
     _Release.answer = (200, {'status': 'healthy', 'version': '0.9.5'})
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Release)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield 'http://127.0.0.1:%d' % server.server_address[1]
     server.shutdown()
