@@ -17,7 +17,7 @@ import math
 
 from ansible_collections.victor.ops.plugins.module_utils.db_maintenance import MaintenanceError, Timer
 from ansible_collections.victor.ops.plugins.module_utils.postgres_common import connection_problems, libpq_params
-from ansible_collections.victor.ops.plugins.module_utils.redact import redact, url_secrets
+from ansible_collections.victor.ops.plugins.module_utils.redact import redact
 
 try:
     import psycopg
@@ -48,18 +48,18 @@ def option_problems(params):
     return problems
 
 
-def connect(options, conninfo):
+def connect(options):
     """Autocommit connection (VACUUM and REINDEX CONCURRENTLY refuse transactions).
 
-    options: the common connection options (postgres_common); they override the parts of conninfo.
+    options: the common connection options (postgres_common), the only way this module connects.
     """
     kwargs = libpq_params(options)
     kwargs.update(autocommit=True, application_name='victor_db_maintenance')
     if 'connect_timeout' in kwargs:
         kwargs['connect_timeout'] = int(kwargs['connect_timeout'])
-    secrets = [options.get('login_password')] + url_secrets(conninfo)  # libpq quotes URI tokens (the password too) in its errors
+    secrets = [options.get('login_password')]
     try:
-        return psycopg.connect(conninfo or '', **kwargs)
+        return psycopg.connect('', **kwargs)
     except psycopg.ProgrammingError as exc:
         raise MaintenanceError('invalid PostgreSQL connection string: %s' % redact(_first_line(exc), secrets))
     except psycopg.Error as exc:
@@ -301,7 +301,7 @@ def pool_stats(conn):
 def run_operations(options, operations, check_mode, tables, reindex_scope, concurrently, min_dead_tuples, lock_threshold,
                    slow_query_limit):
     """Run the operations in order on one connection (options: the module's parameters); returns (changed, results)."""
-    conn = connect(options, options['conninfo'])
+    conn = connect(options)
     results = {}
     changed = False
     try:

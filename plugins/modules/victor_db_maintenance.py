@@ -31,6 +31,9 @@ description:
     C(slow_queries) (from pg_stat_statements, with a clear message when the extension is missing) and C(pool_stats) (connections used against max_connections).
   - C(redis) - C(stats) (hit rate, memory, evictions from INFO) and C(clear) (keys matching O(pattern),
     removed with SCAN and UNLINK, never KEYS).
+  - Connects with the collection's one set of connection options (O(login_host), O(login_db) ...); a PostgreSQL
+    URL such as Victor's C(VICTOR_CHECKPOINT_DB_URL) becomes these options with the C(victor.ops.postgres_url_options)
+    filter (the runbook database_connection_failed does so).
   - Read-only operations never report C(changed). Writing operations report C(changed) only when they
     wrote something (a vacuum below the fragmentation threshold, an ANALYZE that left statistics equal,
     or an empty WAL do not).
@@ -109,7 +112,7 @@ options:
   login_port:
     description:
       - Port of PostgreSQL or Redis, 1 to 65535.
-      - Unset, PostgreSQL's is the port in O(conninfo), else libpq's default (5432), Redis's 6379; hence no default here (the other modules
+      - Unset, each driver takes its own default (PostgreSQL 5432, Redis 6379); hence no default here (the other modules
         that connect to PostgreSQL default to 5432).
     default: null
   login_user:
@@ -121,11 +124,6 @@ options:
     description:
       - PostgreSQL database (Victor's). C(clear_locks), C(locks) and C(reindex) act only on this database.
       - Renamed from C(database) before any release of this module; C(database) stays an alias.
-  conninfo:
-    description:
-      - A libpq connection string or URI; the connection options (O(login_host), O(login_db) ...) override its parts.
-    type: str
-    default: ""
   connect_timeout:
     description:
       - Seconds to wait for a PostgreSQL or Redis connection, 1 to 3600 (libpq would wait forever at 0).
@@ -226,7 +224,9 @@ EXAMPLES = r"""
 - name: Reindex two tables concurrently
   victor.ops.victor_db_maintenance:
     engine: postgresql
-    conninfo: "host=db.internal dbname=victor user=victor"
+    login_host: db.internal
+    login_db: victor
+    login_user: victor
     operations: [reindex]
     tables: [public.conversations, public.messages]
 
@@ -324,7 +324,6 @@ def argument_spec():
         vacuum_mode=dict(type='str', default='in_place', choices=['in_place', 'into']),
         vacuum_min_fragmentation=dict(type='float', default=0.0),
         row_counts=dict(type='bool', default=True),
-        conninfo=dict(type='str', default='', no_log=True),
         tables=dict(type='list', elements='str', default=[]),
         min_dead_tuples=dict(type='int', default=1),
         reindex_scope=dict(type='str', default='table', choices=['table', 'database']),

@@ -286,7 +286,7 @@ def test_pool_stats_counts_connections(cluster, capsys):
 
 
 @pytest.mark.parametrize('override, message', [
-    ({'conninfo': 'this is not a dsn', 'login_host': None, 'login_port': None}, 'invalid PostgreSQL connection string'),
+    ({'conninfo': 'host=db.internal'}, 'Unsupported parameters for (basic.py) module: conninfo'),
     ({'login_password': 'wrong'}, 'cannot connect to PostgreSQL: '),
     ({'login_db': 'missing_db'}, 'cannot connect to PostgreSQL: '),
     ({'ssl_mode': 'require'}, 'server does not support SSL'),  # the common ssl_mode reaches libpq

@@ -22,7 +22,7 @@ SECRET = 'S3CR3T:pw'
 # (module, option) -> the keys that differ. Everything else (type, default, aliases, choices, no_log) is the same.
 INTENDED_DIFFERENCES = {
     # login_port is Redis's port too (engine=redis); unset, each driver takes its own default (PostgreSQL 5432,
-    # Redis 6379), and a port inside conninfo is not overridden by a default 5432.
+    # Redis 6379).
     ('victor_db_maintenance', 'login_port'): {'default': None},
     # a health check gives up sooner than maintenance or a backup (also its statement_timeout) ...
     ('victor_health', 'connect_timeout'): {'default': 5},
