@@ -341,7 +341,10 @@ EXAMPLES = r"""
     http:
       timeout: 5
     fleet:
-      endpoints: "{{ groups['victor'] | map('regex_replace', '^(.*)$', 'http://\\1:8765') | map('community.general.dict_kv', 'url') | list }}"
+      endpoints:
+        - url: http://victor-1.internal:8765
+        - url: http://victor-2.internal:8765
+        - url: https://victor.example.com
       max_workers: 64
     fail_on: never
   delegate_to: localhost

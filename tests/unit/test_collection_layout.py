@@ -65,13 +65,23 @@ def test_role_defaults_are_declared_in_argument_specs():
         assert sorted(set(defaults) - specs) == [], role.name
 
 
+def _module_string(path, name):
+    """The module's top-level string constant `name` (EXAMPLES, DOCUMENTATION ...)."""
+    for node in ast.parse(path.read_text(encoding='utf-8')).body:
+        if isinstance(node, ast.Assign) and [getattr(t, 'id', None) for t in node.targets] == [name]:
+            return node.value.value
+    raise AssertionError('%s has no %s' % (path.name, name))
+
+
 def _fqcn_collections_used():
-    """Collections named by FQCN in roles, playbooks and molecule (module calls, lookups, filters)."""
+    """Collections named by FQCN in roles, playbooks, molecule and the modules' EXAMPLES (module calls, lookups, filters)."""
     # a module key (`community.docker.docker_container:`), or a quoted / piped plugin name
     pattern = re.compile(r'''(?:^\s*-?\s*|['"(|]\s*)([a-z_]+\.[a-z_]+)\.[a-z0-9_]+\b''', re.MULTILINE)
+    texts = [path.read_text(encoding='utf-8') for top in ('roles', 'playbooks', 'molecule') for path in (ROOT / top).rglob('*.yml')]
+    texts += [_module_string(path, 'EXAMPLES') for path in (ROOT / 'plugins' / 'modules').glob('*.py')]
     found = set()
-    for path in list((ROOT / 'roles').rglob('*.yml')) + list((ROOT / 'playbooks').rglob('*.yml')):
-        for namespace_name in pattern.findall(path.read_text(encoding='utf-8')):
+    for text in texts:
+        for namespace_name in pattern.findall(text):
             if namespace_name.split('.')[0] in ('community', 'kubernetes', 'awx', 'amazon', 'ansible'):
                 found.add(namespace_name)
     return found - {'ansible.builtin', 'ansible.legacy'}
